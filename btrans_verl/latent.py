@@ -105,19 +105,9 @@ def norm_key(keys: torch.Tensor, norm_idx: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _element_salts_cpu(hidden: int) -> torch.Tensor:
-    return mix32(torch.arange(hidden, dtype=torch.int64) ^ K_ELEM)  # [hidden]
-
-
-_DEVICE_CACHE: dict[tuple[str, str, int], torch.Tensor] = {}
-
-
-def _on(device: torch.device, name: str, arg: int, make) -> torch.Tensor:
-    k = (str(device), name, arg)
-    t = _DEVICE_CACHE.get(k)
-    if t is None:
-        t = _DEVICE_CACHE[k] = make().to(device)
-    return t
+def element_salts(hidden: int) -> torch.Tensor:
+    """mix(h ^ K_ELEM) for h < hidden: int64 [hidden] (CPU; engines keep a copy on their device)."""
+    return mix32(torch.arange(hidden, dtype=torch.int64) ^ K_ELEM)
 
 
 @lru_cache(maxsize=1)
@@ -132,23 +122,37 @@ def normal_table() -> torch.Tensor:
     return torch.tensor([v * scale for v in values], dtype=torch.float64).to(torch.float32)
 
 
-def standard_normal_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int) -> torch.Tensor:
-    """eps for each key: float32 [*keys.shape, hidden]."""
-    device = keys.device
-    salts = _on(device, "elem", hidden, lambda: _element_salts_cpu(hidden))  # [hidden]
-    table = _on(device, "table", TABLE_SIZE, normal_table)  # [65536]
+_DEVICE_COPIES: dict[tuple[str, str, int], torch.Tensor] = {}
+
+
+def _on_device(device: torch.device, name: str, make, arg: int = 0) -> torch.Tensor:
+    k = (str(device), name, arg)
+    if k not in _DEVICE_COPIES:
+        _DEVICE_COPIES[k] = make().to(device)
+    return _DEVICE_COPIES[k]
+
+
+def standard_normal_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int,
+                              table: torch.Tensor | None = None, salts: torch.Tensor | None = None) -> torch.Tensor:
+    """eps for each key: float32 [*keys.shape, hidden]. `table` / `salts` are `normal_table()` and
+    `element_salts(hidden)` on keys' device; engines pass their own fixed-address copies (graph capture)."""
+    if table is None:
+        table = _on_device(keys.device, "table", normal_table)  # [65536]
+    if salts is None:
+        salts = _on_device(keys.device, "salts", lambda: element_salts(hidden), hidden)  # [hidden]
     u = mix32(norm_key(keys, norm_idx).unsqueeze(-1) ^ salts)  # [..., hidden] uint32 in int64
     return table[u >> (32 - TABLE_BITS)]  # [..., hidden] float32
 
 
-def latent_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int, mu=0.0, sigma=1.0) -> torch.Tensor:
-    """z = mu + sigma * eps, float32 [*keys.shape, hidden]. `mu` / `sigma` are floats or tensors that
-    broadcast against keys (a per-token mu/sigma is given with keys' shape and unsqueezed here)."""
-    eps = standard_normal_from_keys(keys, norm_idx, hidden)
+def latent_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int, mu=0.0, sigma=1.0,
+                     table: torch.Tensor | None = None, salts: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, float32 [*keys.shape, hidden]. `mu` / `sigma` are floats or tensors of keys'
+    shape (one value per key: per-token mu / sigma in an engine batch)."""
+    eps = standard_normal_from_keys(keys, norm_idx, hidden, table, salts)  # [..., hidden]
     if isinstance(sigma, torch.Tensor):
-        sigma = sigma.to(torch.float32).unsqueeze(-1)
+        sigma = sigma.to(torch.float32).unsqueeze(-1)  # [..., 1]
     if isinstance(mu, torch.Tensor):
-        mu = mu.to(torch.float32).unsqueeze(-1)
+        mu = mu.to(torch.float32).unsqueeze(-1)  # [..., 1]
     return mu + sigma * eps
 
 
