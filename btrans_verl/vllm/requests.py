@@ -1,0 +1,99 @@
+"""The per-request latent arguments, as they travel in `SamplingParams.extra_args`.
+
+Nested form (Python callers, verl):
+
+    SamplingParams(..., extra_args={"btrans": {"seed": 1234, "sigma": 0.05, "mu": 0.0,
+                                               "granularity": "sequence"}})
+
+Flat form (the OpenAI server only forwards flat `vllm_xargs`):
+
+    {"vllm_xargs": {"btrans_seed": 1234, "btrans_sigma": 0.05}}
+
+`seed` is required and names the mind (an integer in [0, 2**63)); `sigma` defaults to LatentConfig's default,
+`mu` to 0.0, `granularity` to "sequence". Unknown `btrans` keys are an error. A request without these keys runs
+exactly as in stock vLLM.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from btrans_verl.latent import GRANULARITIES, LatentConfig, _check_seed
+
+KEYS = ("seed", "sigma", "mu", "granularity")
+FLAT_PREFIX = "btrans_"
+NESTED_KEY = "btrans"
+
+
+@dataclass(frozen=True)
+class LatentRequest:
+    """One request's mind. A few bytes: this is all the latent state a request carries."""
+
+    seed: int
+    sigma: float = LatentConfig.sigma
+    mu: float = 0.0
+    granularity: str = "sequence"
+
+    def __post_init__(self):
+        _check_seed(self.seed)
+        for name in ("sigma", "mu"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"btrans {name} must be a finite number, got {v!r}")
+        if self.sigma < 0:
+            raise ValueError(f"btrans sigma must be >= 0, got {self.sigma!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"btrans granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+
+    @property
+    def cache_salt(self) -> str:
+        """Prefix-cache salt: requests with the same mind may share KV blocks, different minds never do."""
+        return f"btrans:{self.seed}:{self.sigma!r}:{self.mu!r}:{self.granularity}"
+
+
+def latent_args(seed: int, sigma: float | None = None, mu: float | None = None,
+                granularity: str | None = None) -> dict[str, Any]:
+    """The `extra_args` entry that gives a request this mind."""
+    args: dict[str, Any] = {"seed": int(seed)}
+    for k, v in (("sigma", sigma), ("mu", mu), ("granularity", granularity)):
+        if v is not None:
+            args[k] = v
+    return {NESTED_KEY: args}
+
+
+def parse_latent_request(extra_args: Mapping[str, Any] | None) -> LatentRequest | None:
+    """The request's mind, or None when it carries none. Raises ValueError on malformed arguments."""
+    if not extra_args:
+        return None
+    fields: dict[str, Any] = {}
+    nested = extra_args.get(NESTED_KEY)
+    if nested is not None:
+        if not isinstance(nested, Mapping):
+            raise ValueError(f"extra_args['btrans'] must be a mapping, got {type(nested).__name__}")
+        unknown = sorted(set(nested) - set(KEYS))
+        if unknown:
+            raise ValueError(f"unknown btrans key(s) {unknown} in extra_args; known: {list(KEYS)}")
+        fields.update(nested)
+    for key, value in extra_args.items():
+        if key.startswith(FLAT_PREFIX):
+            name = key[len(FLAT_PREFIX):]
+            if name not in KEYS:
+                raise ValueError(f"unknown btrans key {key!r} in extra_args; known: "
+                                 f"{[FLAT_PREFIX + k for k in KEYS]}")
+            if name in fields and fields[name] != value:
+                raise ValueError(f"btrans {name} given twice with different values")
+            fields[name] = value
+    if not fields:
+        return None
+    if "seed" not in fields:
+        raise ValueError(f"btrans latent arguments {sorted(fields)} lack the required 'seed'")
+    seed = fields["seed"]
+    if isinstance(seed, str) and seed.isdigit():  # flat xargs from JSON may arrive as strings
+        seed = int(seed)
+    if isinstance(seed, float) and seed.is_integer():
+        raise ValueError(f"btrans seed must be an integer, got float {seed!r} (precision would be lost)")
+    return LatentRequest(seed=seed, **{k: (float(v) if k in ("sigma", "mu") and isinstance(v, (int, str))
+                                            and not isinstance(v, bool) else v)
+                                       for k, v in fields.items() if k != "seed"})

@@ -1,0 +1,196 @@
+"""Worker side: wrap the model's target norms and feed them each step's per-token latent keys.
+
+How a latent reaches a token (V1 model runner, CPU and GPU):
+
+    1. load_model     every target RMSNorm instance gets `forward` wrapped (norm index from its module name).
+                      The wrapper reads three fixed-address buffers of `max_num_tokens` rows, allocated here,
+                      before any profiling run or graph capture:
+                          keys  int64   [max_tokens]   hypothesis key (btrans_verl.latent.hypothesis_key)
+                          mu    float32 [max_tokens]
+                          sigma float32 [max_tokens]
+                      plus the normal table and element salts on the model's device.
+    2. each step      after the runner's `_prepare_inputs` (which fixed this step's request order and token
+                      counts), `fill()` writes every scheduled token's key / mu / sigma in place; rows of
+                      tokens without a latent, and padding rows, get mu = sigma = 0, i.e. a zero latent.
+    3. forward        norm output [tokens, hidden] + (mu + sigma * NORMAL_TABLE[hash(keys, norm, h)]):
+                      the same ops for every batch, no Python branching on request content, graph-safe.
+
+The per-request state is its `LatentRequest` (seed, mu, sigma, granularity: a few bytes); the per-step cost
+outside the forward is one vectorised pass over the scheduled tokens. Batch reordering, requests joining and
+leaving, chunked prefill and preemption need no bookkeeping: the keys are recomputed from the current order
+every step, and a token's key depends only on its request's seed (and, for granularity "token", its absolute
+position), never on its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from btrans_verl.latent import (
+    DEFAULT_TARGETS,
+    NORM_KINDS,
+    check_family,
+    element_salts,
+    hypothesis_key,
+    latent_from_keys,
+    match_norm,
+    normal_table,
+    shift,
+)
+from btrans_verl.vllm.requests import LatentRequest, parse_latent_request
+
+logger = logging.getLogger("btrans_verl.vllm")
+
+TARGETS_ENV = "BTRANS_VLLM_TARGETS"
+
+
+@dataclass
+class WorkerCounters:
+    """Proof that latents reached the model, per worker process."""
+
+    norms_patched: int = 0
+    requests_with_latent: int = 0  # distinct requests seen carrying a latent
+    tokens_shifted: int = 0  # scheduled tokens that carried a (non-zero-sigma or non-zero-mu) latent
+    steps_with_latent: int = 0
+    steps: int = 0
+
+
+def engine_targets() -> tuple[str, ...]:
+    raw = os.environ.get(TARGETS_ENV, "")
+    targets = tuple(t.strip() for t in raw.split(",") if t.strip()) or DEFAULT_TARGETS
+    unknown = [t for t in targets if t not in NORM_KINDS]
+    if unknown:
+        raise ValueError(f"{TARGETS_ENV}: unknown target(s) {unknown}; known: {sorted(NORM_KINDS)}")
+    per_head = [t for t in targets if NORM_KINDS[t].per_head]
+    if per_head:
+        raise ValueError(f"{TARGETS_ENV}: per-head norms {per_head} are not supported in vLLM yet "
+                         f"(they see [tokens * heads, head_dim] rows)")
+    return targets
+
+
+class LatentState:
+    """The buffers and request table of one model runner."""
+
+    def __init__(self, max_tokens: int, device: torch.device, hidden_sizes: set[int]):
+        self.device = device
+        self.keys = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
+        self.mu = torch.zeros(max_tokens, dtype=torch.float32, device=device)  # [max_tokens]
+        self.sigma = torch.zeros(max_tokens, dtype=torch.float32, device=device)  # [max_tokens]
+        self.table = normal_table().to(device)  # [65536]
+        self.salts = {h: element_salts(h).to(device) for h in hidden_sizes}  # {hidden: [hidden]}
+        self.requests: dict[str, LatentRequest | None] = {}
+        self.counters = WorkerCounters()
+        self._filled = 0  # rows written last step (to reset)
+
+    # ------------------------------------------------------------------------------------------ per step
+    def lookup(self, req_id: str, sampling_params) -> LatentRequest | None:
+        if req_id not in self.requests:
+            extra = getattr(sampling_params, "extra_args", None) if sampling_params is not None else None
+            lat = parse_latent_request(extra)
+            self.requests[req_id] = lat
+            if lat is not None:
+                self.counters.requests_with_latent += 1
+        return self.requests[req_id]
+
+    def forget(self, req_ids) -> None:
+        for r in req_ids:
+            self.requests.pop(r, None)
+
+    def fill(self, req_ids: list[str], sampling_params: list, num_scheduled: np.ndarray,
+             num_computed: np.ndarray) -> None:
+        """Write this step's per-token keys / mu / sigma. req_ids[i] has num_scheduled[i] tokens starting at
+        absolute position num_computed[i], in the runner's current batch order."""
+        self.counters.steps += 1
+        lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
+        total = int(num_scheduled.sum())
+        if self._filled:
+            # rows of the last step: back to the zero latent (padding and latent-free tokens read zeros)
+            self.mu[: self._filled].zero_()
+            self.sigma[: self._filled].zero_()
+            self.keys[: self._filled].zero_()
+            self._filled = 0
+        active = [i for i, lat in enumerate(lats) if lat is not None]
+        if not active:
+            return
+        seeds = np.zeros(len(lats), dtype=np.int64)
+        mus = np.zeros(len(lats), dtype=np.float32)
+        sigmas = np.zeros(len(lats), dtype=np.float32)
+        per_token = np.zeros(len(lats), dtype=bool)
+        for i in active:
+            lat = lats[i]
+            seeds[i], mus[i], sigmas[i] = lat.seed, lat.mu, lat.sigma
+            per_token[i] = lat.granularity == "token"
+        req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
+        starts = np.cumsum(num_scheduled) - num_scheduled
+        positions = num_computed[req_idx] + (np.arange(total) - starts[req_idx])  # [tokens]
+        keys = hypothesis_key(torch.from_numpy(seeds))[torch.from_numpy(req_idx)]  # [tokens]
+        tok = per_token[req_idx]
+        if tok.any():
+            tok_t = torch.from_numpy(tok)
+            keys[tok_t] = hypothesis_key(torch.from_numpy(seeds[req_idx][tok]), torch.from_numpy(positions[tok]))
+        self.keys[:total].copy_(keys, non_blocking=True)
+        self.mu[:total].copy_(torch.from_numpy(mus[req_idx]), non_blocking=True)
+        self.sigma[:total].copy_(torch.from_numpy(sigmas[req_idx]), non_blocking=True)
+        self._filled = total
+        shifted = int(((sigmas != 0) | (mus != 0))[req_idx].sum())
+        self.counters.tokens_shifted += shifted
+        self.counters.steps_with_latent += int(shifted > 0)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def latent(self, num_tokens: int, norm_idx: int, hidden: int) -> torch.Tensor:
+        """z for the first num_tokens rows of the batch: float32 [num_tokens, hidden]."""
+        return latent_from_keys(self.keys[:num_tokens], norm_idx, hidden, self.mu[:num_tokens],
+                                self.sigma[:num_tokens], table=self.table, salts=self.salts[hidden])
+
+
+def _wrap_norm(module: torch.nn.Module, state: LatentState, norm_idx: int) -> None:
+    inner = module.forward
+
+    def forward(x, residual=None, *args, **kwargs):
+        out = inner(x, residual, *args, **kwargs) if residual is not None else inner(x, *args, **kwargs)
+        normed = out[0] if isinstance(out, tuple) else out  # [tokens, hidden]
+        z = state.latent(normed.shape[0], norm_idx, normed.shape[-1])  # [tokens, hidden]
+        shifted = shift(normed, z)
+        return (shifted, *out[1:]) if isinstance(out, tuple) else shifted
+
+    module.forward = forward
+    module.btrans_norm_index = norm_idx
+
+
+def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: torch.device) -> LatentState | None:
+    """Wrap the target norms of a freshly loaded vLLM model. Returns None (and logs why) when nothing can be
+    wrapped; requests carrying a latent are then refused by `guard_requests`."""
+    targets = engine_targets()
+    try:
+        check_family(model_type, targets)
+    except ValueError as e:
+        logger.warning("B-Trans: latents disabled for this engine: %s", e)
+        return None
+    found = []
+    for name, module in model.named_modules():
+        hit = match_norm(name, targets)
+        if hit is None:
+            continue
+        if not hasattr(module, "weight") or "norm" not in type(module).__name__.lower():
+            raise RuntimeError(f"B-Trans: {name} matched target {hit[0]} but is a {type(module).__name__}")
+        found.append((name, hit[1], module))
+    missing = sorted(set(targets) - {match_norm(n, targets)[0] for n, _, _ in found})
+    if not found or missing:
+        logger.warning("B-Trans: latents disabled for this engine: targets %s match no module", missing or targets)
+        return None
+    hidden_sizes = {int(m.weight.shape[-1]) for _, _, m in found}
+    state = LatentState(max_tokens, device, hidden_sizes)
+    for _, idx, module in found:
+        _wrap_norm(module, state, idx)
+    state.counters.norms_patched = len(found)
+    logger.info("B-Trans: %d norms carry per-request latents (targets %s)", len(found), list(targets))
+    return state
+
+
+def counters_dict(state: LatentState | None) -> dict:
+    return asdict(state.counters) if state is not None else asdict(WorkerCounters())

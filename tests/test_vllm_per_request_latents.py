@@ -1,0 +1,231 @@
+"""Per-request latents inside a real vLLM engine (vllm-cpu), through the installed `vllm.general_plugins` entry
+point. One shared engine for most tests; the constrained (chunked prefill + preemption), unpatched and
+unsupported-model engines run once each."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+vllm = pytest.importorskip("vllm")
+from vllm import LLM, SamplingParams  # noqa: E402
+from vllm.inputs import TokensPrompt  # noqa: E402
+
+from btrans_verl.hf import attach  # noqa: E402
+from btrans_verl.latent import LatentConfig  # noqa: E402
+from btrans_verl.tiny import tiny_model  # noqa: E402
+from btrans_verl.vllm.requests import latent_args, parse_latent_request  # noqa: E402
+
+SIGMA = 1.0
+PROMPT = [5, 17, 42, 7, 99, 3, 250, 11]
+LONG_PROMPT = [(7 * i + 3) % 250 + 3 for i in range(70)]  # > 2 blocks of 32
+
+
+def params(seed=None, sigma=SIGMA, n=12, **kw):
+    extra = latent_args(seed, sigma) if seed is not None else None
+    return SamplingParams(temperature=0.0, max_tokens=n, extra_args=extra, detokenize=False, **kw)
+
+
+def tokens(outs):
+    return [list(o.outputs[0].token_ids) for o in outs]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_qwen3")
+    tiny_model("qwen3").save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def llm(model_dir):
+    engine = LLM(model=model_dir, skip_tokenizer_init=True, enforce_eager=True, dtype="float32",
+                 max_model_len=512, max_num_seqs=16, seed=0, block_size=32, enable_prefix_caching=True)
+    yield engine
+    del engine
+
+
+def test_different_seeds_give_different_greedy_outputs(llm):
+    outs = tokens(llm.generate([TokensPrompt(prompt_token_ids=PROMPT)] * 4, [params(s) for s in (1, 2, 3, 4)]))
+    assert len({tuple(o) for o in outs}) == 4
+
+
+def test_same_seed_is_identical_alone_twice_in_a_batch_and_among_joining_requests(llm):
+    p = TokensPrompt(prompt_token_ids=PROMPT)
+    alone = tokens(llm.generate([p], [params(7)]))[0]
+    twice = tokens(llm.generate([p, p], [params(7), params(7)]))
+    assert twice == [alone, alone]
+    # continuous batching: requests with other minds join and leave while seed 7 decodes
+    engine = llm.llm_engine
+    engine.add_request("r7", p, params(7, n=12))
+    engine.add_request("a", TokensPrompt(prompt_token_ids=PROMPT[::-1]), params(11, n=3))
+    done, step = {}, 0
+    while engine.has_unfinished_requests():
+        step += 1
+        if step == 3:
+            engine.add_request("b", TokensPrompt(prompt_token_ids=LONG_PROMPT), params(12, n=6))
+            engine.add_request("c", p, params(None, n=9))
+        for out in engine.step():
+            if out.finished:
+                done[out.request_id] = list(out.outputs[0].token_ids)
+    assert done["r7"] == alone
+    assert set(done) == {"r7", "a", "b", "c"}
+
+
+def test_sigma_zero_and_no_latent_equal_each_other_and_mu_shifts(llm):
+    p = TokensPrompt(prompt_token_ids=PROMPT)
+    none, zero, mu = tokens(llm.generate([p] * 3, [params(None), params(5, sigma=0.0),
+                                                   SamplingParams(temperature=0.0, max_tokens=12, detokenize=False,
+                                                                  extra_args=latent_args(5, 0.0, mu=0.5))]))
+    assert none == zero
+    assert mu != none
+
+
+def test_vllm_matches_hf_replay_logprobs_for_the_same_seed(llm, model_dir):
+    import transformers
+
+    seed = 424242
+    sp = SamplingParams(temperature=1.0, max_tokens=16, seed=3, logprobs=0, detokenize=False,
+                        extra_args=latent_args(seed, SIGMA))
+    out = llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [sp])[0].outputs[0]
+    gen = list(out.token_ids)
+    vllm_lp = torch.tensor([lp[t].logprob for lp, t in zip(out.logprobs, gen)])
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    pop = attach(model, LatentConfig(sigma=SIGMA), mode="mean")
+    ids = torch.tensor([PROMPT + gen])
+    with torch.no_grad(), pop.replay([seed]):
+        logp = torch.log_softmax(model(ids).logits[0, len(PROMPT) - 1:-1], dim=-1)
+    hf_lp = logp[torch.arange(len(gen)), torch.tensor(gen)]
+    assert torch.allclose(vllm_lp, hf_lp, atol=2e-3), (vllm_lp - hf_lp).abs().max()
+    # and a different mind gives measurably different log-probs for the same tokens
+    with torch.no_grad(), pop.replay([seed + 1]):
+        other = torch.log_softmax(model(ids).logits[0, len(PROMPT) - 1:-1], dim=-1)
+    assert (other[torch.arange(len(gen)), torch.tensor(gen)] - hf_lp).abs().max() > 0.05
+
+
+def test_token_granularity_changes_the_latent_per_position_and_matches_hf(llm, model_dir):
+    import transformers
+
+    sp = SamplingParams(temperature=0.0, max_tokens=10, logprobs=0, detokenize=False,
+                        extra_args=latent_args(9, SIGMA, granularity="token"))
+    out = llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [sp])[0].outputs[0]
+    gen = list(out.token_ids)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    pop = attach(model, LatentConfig(sigma=SIGMA, granularity="token"), mode="mean")
+    with torch.no_grad(), pop.replay([9]):
+        logp = torch.log_softmax(model(torch.tensor([PROMPT + gen])).logits[0, len(PROMPT) - 1:-1], dim=-1)
+    hf_lp = logp[torch.arange(len(gen)), torch.tensor(gen)]
+    vllm_lp = torch.tensor([lp[t].logprob for lp, t in zip(out.logprobs, gen)])
+    assert torch.allclose(vllm_lp, hf_lp, atol=2e-3)
+    seq = tokens(llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [params(9, n=10)]))[0]
+    assert seq != gen  # per-token minds are not the per-sequence mind of the same seed
+
+
+def test_prefix_cache_is_shared_within_a_mind_and_never_across_minds(llm):
+    llm.reset_prefix_cache()
+    p = TokensPrompt(prompt_token_ids=LONG_PROMPT)
+    fresh_b = tokens(llm.generate([p], [params(22)]))[0]
+    llm.reset_prefix_cache()
+    first_a = llm.generate([p], [params(21)])[0]
+    after_a_b = llm.generate([p], [params(22)])[0]
+    again_a = llm.generate([p], [params(21)])[0]
+    assert after_a_b.num_cached_tokens == 0  # mind 22 never reads mind 21's KV
+    assert list(after_a_b.outputs[0].token_ids) == fresh_b
+    assert again_a.num_cached_tokens >= 32  # the same mind still hits its own cache
+    assert list(again_a.outputs[0].token_ids) == list(first_a.outputs[0].token_ids)
+
+
+def test_counters_prove_latents_were_applied(llm):
+    before = llm.collective_rpc("btrans_counters")[0]
+    llm.generate([TokensPrompt(prompt_token_ids=PROMPT)] * 2, [params(1, n=5), params(None, n=5)])
+    after = llm.collective_rpc("btrans_counters")[0]
+    assert after["norms_patched"] == 2 * 2 + 1
+    assert after["requests_with_latent"] - before["requests_with_latent"] == 1
+    assert after["tokens_shifted"] - before["tokens_shifted"] == len(PROMPT) + 4  # prefill + 4 decode steps
+
+
+def test_malformed_latent_arguments_are_rejected_naming_the_key(llm):
+    with pytest.raises(ValueError, match="btrans_sigmaa"):
+        llm.generate([TokensPrompt(prompt_token_ids=PROMPT)],
+                     [SamplingParams(max_tokens=2, extra_args={"btrans_seed": 1, "btrans_sigmaa": 0.1})])
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [params(1, sigma=-1.0)])
+
+
+def test_flat_and_nested_arguments_name_the_same_mind():
+    assert parse_latent_request({"btrans_seed": "12", "btrans_sigma": 0.5}) == parse_latent_request(
+        {"btrans": {"seed": 12, "sigma": 0.5}})
+    assert parse_latent_request({"other": 1}) is None
+    with pytest.raises(ValueError, match="seed"):
+        parse_latent_request({"btrans_sigma": 0.5})
+
+
+# ------------------------------------------------------------------------------------------ other engines
+def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list) -> dict:
+    """Start an engine in a fresh process (its own environment) and return its outputs / error."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+        if __name__ == "__main__":
+            try:
+                llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, enforce_eager=True, dtype="float32",
+                          seed=0, disable_log_stats=False, **{engine_kwargs!r})
+                outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in {requests!r}],
+                                    [SamplingParams(temperature=0.0, max_tokens=n, detokenize=False, ignore_eos=True,
+                                                    extra_args=e) for _, (n, e) in {requests!r}])
+                pre = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")
+                print("RESULT" + json.dumps({{"tokens": [list(o.outputs[0].token_ids) for o in outs],
+                                              "preemptions": pre}}))
+            except Exception as exc:
+                print("RESULT" + json.dumps({{"error": type(exc).__name__ + ": " + str(exc)}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **env})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    result["log"] = proc.stdout[-5000:] + proc.stderr[-5000:]
+    return result
+
+
+def test_no_latent_is_token_identical_to_unpatched_vllm(llm, model_dir):
+    reqs = [(PROMPT, (12, None)), (LONG_PROMPT, (8, None))]
+    stock = _run_engine(model_dir, {"BTRANS_VLLM_DISABLE": "1"}, dict(max_model_len=512), reqs)
+    ours = tokens(llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in reqs],
+                               [params(None, n=n, ignore_eos=True) for _, (n, _) in reqs]))
+    assert stock["tokens"] == ours
+
+
+def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_dir):
+    # chunked prefill: 70-token prompts in 16-token chunks; preemption: 8 short prompts that each grow to
+    # 4 blocks of 32 while the KV cache holds 8 blocks in all
+    reqs = [(LONG_PROMPT[i:], (24, latent_args(100 + i, SIGMA))) for i in range(4)]
+    reqs += [(PROMPT[i:] + PROMPT[:i], (100, latent_args(200 + i, SIGMA))) for i in range(8)]
+    constrained = _run_engine(model_dir, {}, dict(max_model_len=256, max_num_batched_tokens=16,
+                                                  enable_chunked_prefill=True, block_size=32,
+                                                  num_gpu_blocks_override=8, max_num_seqs=8), reqs)
+    assert "error" not in constrained, constrained
+    assert constrained["preemptions"] > 0, constrained["log"][-2000:]  # the constraint really preempted
+    free = tokens(llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in reqs],
+                               [SamplingParams(temperature=0.0, max_tokens=n, extra_args=e, detokenize=False,
+                                               ignore_eos=True) for _, (n, e) in reqs]))
+    assert constrained["tokens"] == free
+
+
+def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
+    import transformers
+
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=128, n_head=2, vocab_size=256, n_positions=256,
+                                  bos_token_id=1, eos_token_id=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    plain = _run_engine(str(tmp_path), {}, dict(max_model_len=128), [(PROMPT, (4, None))])
+    assert "tokens" in plain, plain  # requests without a latent still run
+    res = _run_engine(str(tmp_path), {}, dict(max_model_len=128), [(PROMPT, (4, latent_args(1, 0.5)))])
+    assert "error" in res and "no norm of this model was wrapped" in res["log"], res
