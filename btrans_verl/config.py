@@ -1,0 +1,346 @@
+"""B-Trans run settings: the typed, validated view of the `btrans:` config node.
+
+Users select B-Trans with Hydra config groups shipped in `conf/` (the package `btrans_verl.conf`, found by the
+search-path plugin in `hydra_plugins/btrans_verl_searchpath`):
+
+    python -m verl.trainer.main_ppo +btrans=on  <overrides>                      # B-Trans, task rlvr
+    python -m verl.trainer.main_ppo +btrans=off <overrides>                      # the baseline, all else equal
+    python -m verl.trainer.main_ppo +btrans=on btrans/task=ttrl <overrides>      # label-free TTRL
+    python -m verl.trainer.main_ppo +btrans=on btrans/lora=on <overrides>        # LoRA training
+
+All B-Trans settings live under the single top-level node `btrans:`, which verl never converts to one of its
+dataclasses (so it may hold keys verl does not know). `BTransSettings.from_config(cfg.btrans)` turns it into
+a dataclass and validates it; `validate_run_config(cfg)` also checks it against verl's own keys. The config
+groups register `ValidateRunConfig` as a Hydra callback, so that check runs in the driver process, after
+composition and before verl's task function (and therefore before Ray starts). `--cfg job` only prints the
+composed config and runs no callback.
+
+Every `ValueError` names the offending key (`btrans.sigma`, `actor_rollout_ref.rollout.n`, ...). The latent
+fields are validated by `btrans_verl.latent.LatentConfig`, the single owner of their rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from btrans_verl.latent import DEFAULT_TARGETS, LatentConfig
+
+try:  # Hydra is a dependency; the import only fails in stripped-down environments
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+__all__ = [
+    "TASKS",
+    "VAL_MINDS",
+    "RLVRSettings",
+    "TTRLSettings",
+    "BTransSettings",
+    "validate_run_config",
+    "check_verl_plugin_loaded",
+    "ValidateRunConfig",
+]
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("rlvr", "ttrl")
+VAL_MINDS = ("mean", "sample")
+SEED_LIMIT = 1 << 63
+
+# verl advantage estimators that normalise within a prompt's group of responses: a group of 1 has no signal.
+GROUP_ADV_ESTIMATORS = ("grpo", "grpo_vectorized", "grpo_passk", "rloo", "rloo_vectorized", "opo", "gdpo",
+                        "reinforce_plus_plus_baseline")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_reward_scheme(key: str, name) -> str:
+    from btrans_verl.rewards.schemes import available_schemes  # light: no math-verify import at module level
+
+    known = available_schemes()
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"{key} must be a registered reward scheme {known}, got {name!r}")
+    return name
+
+
+def _check_keys(prefix: str, data: Mapping, cls) -> None:
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ValueError(f"{prefix}: unknown key(s) {unknown}; known: {known}")
+
+
+@dataclass
+class RLVRSettings:
+    """Settings of the `rlvr` task (reinforcement learning with verifiable rewards, SimpleRL-Zoo style).
+    Config node `btrans.rlvr`, set by the config group `btrans/task=rlvr`.
+
+    Args:
+        reward_scheme: how a graded answer becomes a reward, a name registered in
+            `btrans_verl.rewards.schemes`: "binary" (1 correct, 0 otherwise; SimpleRL-Zoo's correctness-only
+            reward) or "simplerl" (+1 correct, -0.5 wrong, -1 no boxed answer). Default "binary".
+    """
+
+    reward_scheme: str = "binary"
+
+    def __post_init__(self):
+        self.reward_scheme = _check_reward_scheme("btrans.rlvr.reward_scheme", self.reward_scheme)
+
+
+@dataclass
+class TTRLSettings:
+    """Settings of the `ttrl` task (test-time RL: label-free rewards by majority vote, TTRL style).
+    Config node `btrans.ttrl`, set by the config group `btrans/task=ttrl`.
+
+    Args:
+        n_votes: candidates sampled per prompt; all of them vote on the pseudo-label. verl's
+            `actor_rollout_ref.rollout.n` must equal it. Default 64 (TTRL).
+        n_samples: how many of the n_votes candidates are trained on (the first n_samples; see
+            `btrans_verl.rewards.majority_vote`). Must be <= n_votes. Default 32 (TTRL).
+        reward_scheme: reward of a candidate compared with the pseudo-label, a name registered in
+            `btrans_verl.rewards.schemes`. Default "binary" (TTRL's 1 / 0).
+    """
+
+    n_votes: int = 64
+    n_samples: int = 32
+    reward_scheme: str = "binary"
+
+    def __post_init__(self):
+        for name in ("n_votes", "n_samples"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"btrans.ttrl.{name} must be a positive integer, got {v!r}")
+        if self.n_votes < self.n_samples:
+            raise ValueError(f"btrans.ttrl.n_votes ({self.n_votes}) must be >= btrans.ttrl.n_samples "
+                             f"({self.n_samples}): every trained candidate is one of the voters")
+        self.reward_scheme = _check_reward_scheme("btrans.ttrl.reward_scheme", self.reward_scheme)
+
+
+@dataclass
+class BTransSettings:
+    """Everything B-Trans adds to a verl run (config node `btrans`). Validated at construction.
+
+    Args:
+        enable: B-Trans on (every rollout trajectory is generated by its own mind) or off (the plain model:
+            the baseline). Default True; `+btrans=off` sets False and changes nothing else.
+        mu: mean of the latent added after every target norm. Default 0.0 (the mean mind is the base model).
+        sigma: standard deviation of each latent coordinate, finite and >= 0. Default 0.05. 0 makes every mind
+            the mean mind.
+        targets: norms that carry a latent (`btrans_verl.latent.NORM_KINDS`). Default input_layernorm,
+            post_attention_layernorm, final_norm.
+        granularity: "sequence" (one mind per trajectory, the paper's method) or "token" (a fresh latent per
+            token position, the paper's ablation). Default "sequence".
+        val_mind: which mind answers validation prompts: "mean" (the mean mind z = mu, deterministic; default)
+            or "sample" (every validation trajectory samples its own mind, seeds from partition "val").
+        seed: experiment seed of the per-trajectory latent seeds (`btrans_verl.seeds`), in [0, 2**63).
+            Default in the YAML: `${actor_rollout_ref.rollout.seed}` (verl's rollout seed, 42); 42 here.
+        task: "rlvr" (verifiable rewards from ground truth) or "ttrl" (majority-vote pseudo-labels). Set by
+            the config group `btrans/task`. Default "rlvr".
+        rlvr: settings of the rlvr task (`RLVRSettings`).
+        ttrl: settings of the ttrl task (`TTRLSettings`).
+
+    `latent` (not a config key) is the validated `LatentConfig` built from enable / mu / sigma / targets /
+    granularity.
+    """
+
+    enable: bool = True
+    mu: float = 0.0
+    sigma: float = 0.05
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    granularity: str = "sequence"
+    val_mind: str = "mean"
+    seed: int = 42
+    task: str = "rlvr"
+    rlvr: RLVRSettings = field(default_factory=RLVRSettings)
+    ttrl: TTRLSettings = field(default_factory=TTRLSettings)
+    latent: LatentConfig = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.enable, bool):
+            raise ValueError(f"btrans.enable must be true or false, got {self.enable!r}")
+        if isinstance(self.targets, str):
+            raise ValueError(f"btrans.targets must be a list of norm kinds, got the string {self.targets!r}")
+        # The latent's own rules (finite mu / sigma, sigma >= 0, known targets, granularity) live in LatentConfig;
+        # its errors already name `btrans.<key>`.
+        self.latent = LatentConfig(enable=self.enable, mu=self.mu, sigma=self.sigma, targets=self.targets,
+                                   granularity=self.granularity)
+        self.mu, self.sigma, self.targets = self.latent.mu, self.latent.sigma, self.latent.targets
+        if self.val_mind not in VAL_MINDS:
+            raise ValueError(f"btrans.val_mind must be one of {VAL_MINDS}, got {self.val_mind!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"btrans.seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"btrans.task must be one of {TASKS}, got {self.task!r}")
+        if not isinstance(self.rlvr, RLVRSettings):
+            raise ValueError(f"btrans.rlvr must be RLVRSettings, got {type(self.rlvr).__name__}")
+        if not isinstance(self.ttrl, TTRLSettings):
+            raise ValueError(f"btrans.ttrl must be TTRLSettings, got {type(self.ttrl).__name__}")
+
+    @classmethod
+    def from_config(cls, node) -> BTransSettings:
+        """Build from the composed `btrans` node (an OmegaConf DictConfig, interpolations resolved against the
+        whole config, or a plain mapping). Unknown keys are errors; absent keys take the defaults above."""
+        data = _to_plain(node, "btrans")
+        _check_keys("btrans", data, cls)
+        kwargs = dict(data)
+        for name, sub in (("rlvr", RLVRSettings), ("ttrl", TTRLSettings)):
+            if name in kwargs:
+                sub_data = kwargs[name]
+                if sub_data is None:
+                    sub_data = {}
+                if not isinstance(sub_data, Mapping):
+                    raise ValueError(f"btrans.{name} must be a mapping, got {sub_data!r}")
+                _check_keys(f"btrans.{name}", sub_data, sub)
+                kwargs[name] = sub(**sub_data)
+        if isinstance(kwargs.get("targets"), list):
+            kwargs["targets"] = tuple(kwargs["targets"])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as the plain `btrans` node (what `from_config` reads back)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        d["targets"] = list(self.targets)
+        d["rlvr"] = dataclasses.asdict(self.rlvr)
+        d["ttrl"] = dataclasses.asdict(self.ttrl)
+        return d
+
+
+def _to_plain(node, where: str) -> dict:
+    if node is None:
+        return {}
+    try:
+        from omegaconf import DictConfig, OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+    except ImportError:  # pragma: no cover
+        DictConfig = OmegaConf = None
+        OmegaConfBaseException = Exception
+    if DictConfig is not None and isinstance(node, DictConfig):
+        try:
+            data = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or "?"
+            raise ValueError(f"{where}: cannot read {key}: {type(e).__name__}: {e}") from e
+    elif isinstance(node, Mapping):
+        data = dict(node)
+    else:
+        raise ValueError(f"{where} must be a mapping, got {type(node).__name__}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {data!r}")
+    return data
+
+
+def _select(cfg, key: str, default=None):
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        try:
+            return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+        except Exception as e:  # an interpolation that does not resolve
+            raise ValueError(f"{key}: {type(e).__name__}: {e}") from e
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def validate_run_config(cfg) -> BTransSettings | None:
+    """Check a composed verl config (DictConfig, with or without Hydra's `hydra` node) for B-Trans.
+
+    Returns the validated `BTransSettings`, or None when the config has no `btrans` node (B-Trans not
+    selected). Raises ValueError naming the offending key:
+
+    * every `BTransSettings` rule (`btrans.sigma`, `btrans.targets`, `btrans.task`, `btrans.ttrl.n_votes`, ...);
+    * `btrans.enable` missing: the node must come from `+btrans=on` or `+btrans=off`;
+    * `actor_rollout_ref.rollout.name` must be "vllm" when B-Trans is enabled (the latent is applied inside
+      vLLM; verl's other rollouts are not served);
+    * task ttrl: `actor_rollout_ref.rollout.n` must equal `btrans.ttrl.n_votes` (the rollout generates all the
+      voters), and a group advantage estimator (GRPO, RLOO, ...) needs `btrans.ttrl.n_samples` >= 2;
+    * task rlvr: a group advantage estimator needs `actor_rollout_ref.rollout.n` >= 2.
+
+    Meant to run in the driver before Ray starts (the Hydra callback `ValidateRunConfig` does that).
+    """
+    node = _select(cfg, "btrans")
+    if node is None:
+        return None
+    if "enable" not in node:
+        raise ValueError("btrans.enable is not set: select B-Trans with `+btrans=on` or `+btrans=off` "
+                         "(the config groups set every btrans key)")
+    settings = BTransSettings.from_config(node)
+
+    rollout_name = _select(cfg, "actor_rollout_ref.rollout.name")
+    if settings.enable and rollout_name != "vllm":
+        raise ValueError(f"actor_rollout_ref.rollout.name must be 'vllm' when btrans.enable is true "
+                         f"(B-Trans applies the latent inside vLLM), got {rollout_name!r}")
+
+    n = _select(cfg, "actor_rollout_ref.rollout.n")
+    adv = _select(cfg, "algorithm.adv_estimator")
+    group_adv = str(adv) in GROUP_ADV_ESTIMATORS
+    if settings.task == "ttrl":
+        if n != settings.ttrl.n_votes:
+            raise ValueError(f"actor_rollout_ref.rollout.n ({n}) must equal btrans.ttrl.n_votes "
+                             f"({settings.ttrl.n_votes}) for task ttrl: the rollout samples every voter")
+        if group_adv and settings.ttrl.n_samples < 2:
+            raise ValueError(f"btrans.ttrl.n_samples ({settings.ttrl.n_samples}) must be >= 2 with "
+                             f"algorithm.adv_estimator={adv}: a group of one has no advantage signal")
+    elif group_adv and (not _is_int(n) or n < 2):
+        raise ValueError(f"actor_rollout_ref.rollout.n ({n}) must be >= 2 with algorithm.adv_estimator={adv}: "
+                         f"a group of one has no advantage signal")
+
+    if _select(cfg, "data.shuffle") and _select(cfg, "data.seed") is None:
+        logger.warning("B-Trans: data.shuffle is on and data.seed is null: the prompt order (hence which prompt "
+                       "gets which latent seeds at a step) differs between reruns; set data.seed to reproduce")
+    temperature = _select(cfg, "actor_rollout_ref.rollout.temperature", 1.0)
+    if settings.enable and isinstance(temperature, (int, float)) and not math.isclose(temperature, 1.0):
+        logger.warning("B-Trans: actor_rollout_ref.rollout.temperature is %s, not 1.0 (the recipes use 1.0)",
+                       temperature)
+    return settings
+
+
+VERL_PLUGIN_MODULE = "btrans_verl.verl_plugin"
+
+
+def check_verl_plugin_loaded() -> None:
+    """Raise RuntimeError unless `import verl` loaded btrans-verl's verl plugin (entry point `verl.plugins:
+    btrans` -> `btrans_verl.verl_plugin`) in this process without error. verl swallows plugin import errors at
+    DEBUG level, and the same plugin must load in every Ray worker, so the driver checks it before Ray starts.
+    Call it in a process that has imported verl (the driver of `python -m verl.trainer.main_ppo` has)."""
+    mod = sys.modules.get(VERL_PLUGIN_MODULE)
+    if mod is None:
+        raise RuntimeError(f"verl did not load the btrans-verl plugin ({VERL_PLUGIN_MODULE}): is btrans-verl "
+                           f"installed in this environment, and does VERL_USE_EXTERNAL_PLUGINS (now "
+                           f"{os.environ.get('VERL_USE_EXTERNAL_PLUGINS', 'unset = auto')!r}) allow 'btrans'?")
+    if not getattr(mod, "LOADED", False):
+        err = getattr(mod, "IMPORT_ERROR", None)
+        raise RuntimeError(f"the btrans-verl verl plugin failed to load: {type(err).__name__}: {err}")
+
+
+class ValidateRunConfig(_HydraCallback):
+    """Hydra callback: in `on_job_start`, i.e. in the driver after composition and before the task function
+    (`verl.trainer.main_ppo.main`, which starts Ray), runs `validate_run_config` on the composed config and, when
+    the config has a `btrans` node, `check_verl_plugin_loaded`.
+
+    Registered by `conf/btrans/on.yaml` (and so by `off.yaml`) as `hydra.callbacks.btrans_validate`.
+    Hydra 1.3 turns exceptions raised by callbacks into warnings and carries on, so a failed check is reported
+    as `SystemExit` (exit status 1, message on stderr), which Hydra does not catch.
+    """
+
+    def on_job_start(self, config, **kwargs: Any) -> None:
+        try:
+            settings = validate_run_config(config)
+            if settings is not None:
+                check_verl_plugin_loaded()
+        except (ValueError, RuntimeError) as e:
+            raise SystemExit(f"btrans: invalid run config: {e}") from e
+        if settings is not None:
+            logger.info("B-Trans settings: %s", settings.to_dict())
