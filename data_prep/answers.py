@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from btrans_verl.rewards.math_answer import braced_content
 from data_prep.errors import RowProblem
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -35,21 +36,10 @@ def last_boxed(text: str) -> str | None:
     while i < len(text) and text[i] in " \t":
         i += 1
     if i < len(text) and text[i] == "{":
-        depth = 0
-        j = i
-        while j < len(text):
-            ch = text[j]
-            if ch == "\\":
-                j += 2
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j]
-            j += 1
-        raise RowProblem("unbalanced braces after the last \\boxed{")
+        content = braced_content(text, i)
+        if content is None:
+            raise RowProblem("unbalanced braces after the last \\boxed{")
+        return content
     token = re.match(r"[^\s$]*", text[i:])
     return token.group(0) if token else ""
 

@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT_S = 5.0
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 
 
-def _braced_content(text: str, open_idx: int) -> str | None:
+def braced_content(text: str, open_idx: int) -> str | None:
     """Content between ``text[open_idx] == "{"`` and its matching ``}``; None if unbalanced.
 
     Escaped braces (``\\{``, ``\\}``) do not count.
@@ -84,7 +84,7 @@ def extract_boxed_answer(text: str | None) -> str | None:
     if pos >= len(text):
         return None
     if text[pos] == "{":
-        content = _braced_content(text, pos)
+        content = braced_content(text, pos)
     else:
         end = pos
         while end < len(text) and not text[end].isspace() and text[end] != "$":
