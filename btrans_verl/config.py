@@ -254,6 +254,11 @@ def _select(cfg, key: str, default=None):
     return node
 
 
+# Set True by the change that makes verl's agent loop send each trajectory's latent seed to vLLM (issue #4).
+# Until then a run with btrans.enable=true is refused before Ray starts: it would be a silent no-op.
+ROLLOUT_LATENTS_WIRED = False
+
+
 def validate_run_config(cfg) -> BTransSettings | None:
     """Check a composed verl config (DictConfig, with or without Hydra's `hydra` node) for B-Trans.
 
@@ -304,6 +309,11 @@ def validate_run_config(cfg) -> BTransSettings | None:
     if settings.enable and isinstance(temperature, (int, float)) and not math.isclose(temperature, 1.0):
         logger.warning("B-Trans: actor_rollout_ref.rollout.temperature is %s, not 1.0 (the recipes use 1.0)",
                        temperature)
+    if settings.enable and not ROLLOUT_LATENTS_WIRED:
+        raise ValueError("btrans.enable is true, but per-trajectory latents are not yet sent from verl's rollout "
+                         "to vLLM (issue #4): such a run would report B-Trans on while no latent reaches the "
+                         "model. Refusing; use +btrans=off for the baseline until then")
+
     return settings
 
 

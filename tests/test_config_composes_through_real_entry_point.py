@@ -68,11 +68,13 @@ REJECTED = {
                                  "actor_rollout_ref.rollout.n"),
     "rollout_is_not_vllm": (["+btrans=on", "actor_rollout_ref.rollout.name=sglang"],
                             "actor_rollout_ref.rollout.name"),
+    # until verl's rollout sends each trajectory's seed to vLLM (issue #4), an enabled run would be a no-op
+    "on_before_rollout_latents_are_wired": (["+btrans=on"], "no latent reaches the model"),
 }
 
 # name -> overrides; valid: main() must get as far as ray.init
 ACCEPTED = {
-    "on": ["+btrans=on"],
+    "off": ["+btrans=off"],
     "off_ttrl": ["+btrans=off", "btrans/task=ttrl"],
 }
 
@@ -261,8 +263,12 @@ def test_off_is_on_with_enable_false_and_nothing_else(extra):
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
-def test_validate_run_config_rejects_composed_config_naming_the_key(name):
+def test_validate_run_config_rejects_composed_config_naming_the_key(name, monkeypatch):
     overrides, key = REJECTED[name]
+    if name == "on_before_rollout_latents_are_wired":
+        import btrans_verl.config
+
+        monkeypatch.setattr(btrans_verl.config, "ROLLOUT_LATENTS_WIRED", False)  # the real value today
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         validate_run_config(compose_cfg(*overrides))
 
