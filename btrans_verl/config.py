@@ -44,6 +44,7 @@ __all__ = [
     "TTRLSettings",
     "BTransSettings",
     "validate_run_config",
+    "settings_from_run_config",
     "check_verl_plugin_loaded",
     "ValidateRunConfig",
 ]
@@ -254,9 +255,10 @@ def _select(cfg, key: str, default=None):
     return node
 
 
-# Set True by the change that makes verl's agent loop send each trajectory's latent seed to vLLM (issue #4).
-# Until then a run with btrans.enable=true is refused before Ray starts: it would be a silent no-op.
-ROLLOUT_LATENTS_WIRED = False
+# The components conf/btrans/on.yaml selects. Replacing any of them with B-Trans on would drop the latents (the
+# manager sends them to vLLM) or the guard that proves they were applied (the sampler), so that is refused.
+AGENT_LOOP_MANAGER = "btrans_verl.rollout.BTransAgentLoopManager"
+SAMPLER_PATH, SAMPLER_NAME = "pkg://btrans_verl.population", "BTransReplayBuffer"
 
 
 def validate_run_config(cfg) -> BTransSettings | None:
@@ -309,11 +311,41 @@ def validate_run_config(cfg) -> BTransSettings | None:
     if settings.enable and isinstance(temperature, (int, float)) and not math.isclose(temperature, 1.0):
         logger.warning("B-Trans: actor_rollout_ref.rollout.temperature is %s, not 1.0 (the recipes use 1.0)",
                        temperature)
-    if settings.enable and not ROLLOUT_LATENTS_WIRED:
-        raise ValueError("btrans.enable is true, but per-trajectory latents are not yet sent from verl's rollout "
-                         "to vLLM (issue #4): such a run would report B-Trans on while no latent reaches the "
-                         "model. Refusing; use +btrans=off for the baseline until then")
+    _check_wiring(cfg, settings)
 
+    return settings
+
+
+def _check_wiring(cfg, settings: BTransSettings) -> None:
+    """The verl components that carry the latents must be ours (see AGENT_LOOP_MANAGER)."""
+    manager = _select(cfg, "actor_rollout_ref.rollout.agent.agent_loop_manager_class")
+    if manager != AGENT_LOOP_MANAGER:
+        raise ValueError(f"actor_rollout_ref.rollout.agent.agent_loop_manager_class must be {AGENT_LOOP_MANAGER!r} "
+                         f"with +btrans (it sends each trajectory's latent to vLLM), got {manager!r}")
+    path = _select(cfg, "trainer.v1.sampler.custom_sampler.path")
+    name = _select(cfg, "trainer.v1.sampler.custom_sampler.name")
+    if (path, name) != (SAMPLER_PATH, SAMPLER_NAME):
+        raise ValueError(f"trainer.v1.sampler.custom_sampler must be path={SAMPLER_PATH!r} name={SAMPLER_NAME!r} "
+                         f"with +btrans (it proves the latents reached vLLM), got path={path!r} name={name!r}")
+    if _select(cfg, "trainer.use_v1", True) is not True:
+        raise ValueError(f"trainer.use_v1 must be true with +btrans (verl's v1 trainer), got "
+                         f"{_select(cfg, 'trainer.use_v1')!r}")
+    mode = _select(cfg, "trainer.v1.trainer_mode", "sync")
+    if mode != "sync":
+        raise ValueError(f"trainer.v1.trainer_mode must be 'sync' with +btrans, got {mode!r}")
+    if settings.enable and settings.mu != 0.0:
+        raise ValueError(f"btrans.mu must be 0.0 in verl runs for now, got {settings.mu!r}: the actor and "
+                         f"reference would have to train with the mean shift mu, which is not wired into verl's "
+                         f"FSDP engine yet (the rollout would apply mu while the update ignored it)")
+
+
+def settings_from_run_config(cfg) -> BTransSettings:
+    """The validated `BTransSettings` of a composed run config that must have a `btrans` node (used inside verl's
+    Ray workers, which receive the whole config). Raises ValueError when the node is missing."""
+    settings = validate_run_config(cfg)
+    if settings is None:
+        raise ValueError("this verl run uses a btrans_verl component but its config has no `btrans` node: "
+                         "select B-Trans with `+btrans=on` or `+btrans=off`")
     return settings
 
 

@@ -68,12 +68,21 @@ REJECTED = {
                                  "actor_rollout_ref.rollout.n"),
     "rollout_is_not_vllm": (["+btrans=on", "actor_rollout_ref.rollout.name=sglang"],
                             "actor_rollout_ref.rollout.name"),
-    # until verl's rollout sends each trajectory's seed to vLLM (issue #4), an enabled run would be a no-op
-    "on_before_rollout_latents_are_wired": (["+btrans=on"], "no latent reaches the model"),
+    # replacing the manager that sends the latents to vLLM would make B-Trans a silent no-op
+    "agent_loop_manager_replaced": (["+btrans=on", "actor_rollout_ref.rollout.agent.agent_loop_manager_class="
+                                     "verl.trainer.ppo.v1.AgentLoopManagerTQ"],
+                                    "actor_rollout_ref.rollout.agent.agent_loop_manager_class"),
+    "sampler_replaced": (["+btrans=on", "trainer.v1.sampler.custom_sampler.name=ReplayBuffer"],
+                         "trainer.v1.sampler.custom_sampler"),
+    "async_trainer": (["+btrans=on", "trainer.v1.trainer_mode=colocate_async"], "trainer.v1.trainer_mode"),
+    "legacy_trainer": (["+btrans=on", "trainer.use_v1=false"], "trainer.use_v1"),
+    "nonzero_mu": (["+btrans=on", "btrans.mu=0.1"], "btrans.mu"),
 }
 
 # name -> overrides; valid: main() must get as far as ray.init
 ACCEPTED = {
+    "on": ["+btrans=on"],
+    "on_ttrl": ["+btrans=on", "btrans/task=ttrl"],
     "off": ["+btrans=off"],
     "off_ttrl": ["+btrans=off", "btrans/task=ttrl"],
 }
@@ -263,12 +272,8 @@ def test_off_is_on_with_enable_false_and_nothing_else(extra):
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
-def test_validate_run_config_rejects_composed_config_naming_the_key(name, monkeypatch):
+def test_validate_run_config_rejects_composed_config_naming_the_key(name):
     overrides, key = REJECTED[name]
-    if name == "on_before_rollout_latents_are_wired":
-        import btrans_verl.config
-
-        monkeypatch.setattr(btrans_verl.config, "ROLLOUT_LATENTS_WIRED", False)  # the real value today
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         validate_run_config(compose_cfg(*overrides))
 

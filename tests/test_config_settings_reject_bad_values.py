@@ -33,7 +33,9 @@ def with_(**changes):
 
 
 def run_cfg(btrans=None, *, name="vllm", n=8, adv="grpo", **top):
-    cfg = {"actor_rollout_ref": {"rollout": {"name": name, "n": n, "temperature": 1.0, "seed": 42}},
+    cfg = {"actor_rollout_ref": {"rollout": {"name": name, "n": n, "temperature": 1.0, "seed": 42,
+                                             "agent": {"agent_loop_manager_class": bc.AGENT_LOOP_MANAGER}}},
+           "trainer": {"v1": {"sampler": {"custom_sampler": {"path": bc.SAMPLER_PATH, "name": bc.SAMPLER_NAME}}}},
            "algorithm": {"adv_estimator": adv}, "data": {"shuffle": False, "seed": 1}}
     if btrans is not None:
         cfg["btrans"] = btrans

@@ -1,0 +1,218 @@
+"""verl's rollout with one mind per trajectory: the agent-loop manager that `+btrans=on` selects.
+
+    python -m verl.trainer.main_ppo +btrans=on ...            # conf/btrans/on.yaml sets
+    actor_rollout_ref.rollout.agent.agent_loop_manager_class=btrans_verl.rollout.BTransAgentLoopManager
+
+verl 0.9.1's v1 trainer hands each step's prompts to an agent-loop manager, whose Ray workers start
+`rollout.n` sessions per prompt (`session_id` 0..n-1) and put every finished trajectory into the
+TransferQueue. `BTransAgentLoopWorker` changes three things, all inside the worker:
+
+1. Hypothesis sampling. Each session gets its own sampling-params dict (verl shares one across the n sessions)
+   carrying the latent of its mind, `extra_args={"btrans": {seed, sigma, mu, granularity}}` (the vLLM plugin's
+   per-request arguments, `btrans_verl.vllm.requests`). The seed is derived by `btrans_verl.seeds` from
+   (btrans.seed, train|val, global step, data_source, extra_info.index, session_id): reproducible, fresh after
+   a resume, distinct within a step.
+2. The seed travels with the trajectory: the field `btrans_seed` (int; -1 = no latent, i.e. the mean mind
+   with mu = 0) is stored with every trajectory in the TransferQueue, so any trajectory's mind can be replayed
+   with `btrans_verl.hf.attach(..., mode="replay")`.
+3. TTRL (btrans.task=ttrl). All n_votes sessions of a prompt run in the same worker, so they meet here: each
+   finished session submits its response to its prompt's `VoteGroup` and waits; when every session has
+   answered or failed, `btrans_verl.rewards.majority_vote_group` labels the group, and each session's reward
+   is set before verl's own post-processing (which then skips the per-trajectory reward manager). Sessions
+   with session_id >= n_samples vote but are not trained on (they are not put into the TransferQueue).
+   A failed session abstains: it does not sink its group.
+
+Validation rollouts follow `btrans.val_mind`: "mean" (no latent when mu = 0) or "sample" (seeds from the
+"val" partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+
+from btrans_verl.config import BTransSettings, settings_from_run_config
+from btrans_verl.rewards.majority_vote import GroupVoteResult, majority_vote_group
+from btrans_verl.seeds import trajectory_seed
+from btrans_verl.vllm.requests import NESTED_KEY, latent_args
+
+logger = logging.getLogger("btrans_verl.rollout")
+
+NO_LATENT = -1  # `btrans_seed` of a trajectory generated without a latent
+SEED_FIELD = "btrans_seed"
+WORKER_NAME = "btrans_agent_loop_worker_{i}"
+# reward_extra_info keys of a TTRL training trajectory (verl wants the same keys on every trajectory).
+TTRL_INFO_KEYS = ("ttrl_label_accuracy", "ttrl_reward_accuracy", "ttrl_majority_ratio", "ttrl_pass_at_k",
+                  "ttrl_distinct_answers", "ttrl_distinct_latents", "ttrl_failed_ratio", "ttrl_has_pseudo_label",
+                  "ttrl_voter_only", "acc")
+
+
+def mind_for(settings: BTransSettings, *, validate: bool, global_steps: int, index: int, data_source: str,
+             session_id: int) -> tuple[int, dict[str, Any] | None]:
+    """(btrans_seed, extra_args) of one trajectory. extra_args is None when the request needs no latent."""
+    if not settings.enable:
+        return NO_LATENT, None
+    if validate and settings.val_mind == "mean":
+        if settings.mu == 0.0:
+            return NO_LATENT, None
+        # the mean mind with a non-zero mean shift: z = mu exactly (sigma 0), any seed
+        return NO_LATENT, latent_args(0, sigma=0.0, mu=settings.mu, granularity=settings.granularity)
+    seed = trajectory_seed(settings.seed, int(global_steps), int(index), int(session_id),
+                           data_source=str(data_source), partition="val" if validate else "train")
+    return seed, latent_args(seed, sigma=settings.sigma, mu=settings.mu, granularity=settings.granularity)
+
+
+@dataclass
+class VoteGroup:
+    """The n_votes sessions of one TTRL prompt, meeting to vote. Lives in one worker's event loop."""
+
+    n_votes: int
+    n_samples: int
+    scheme: str
+    ground_truth: Any = None
+    responses: dict[int, str | None] = field(default_factory=dict)  # session_id -> text (None: failed)
+    seeds: dict[int, int] = field(default_factory=dict)
+    result: asyncio.Future | None = None
+
+    def _future(self) -> asyncio.Future:
+        if self.result is None:
+            self.result = asyncio.get_running_loop().create_future()
+        return self.result
+
+    async def submit(self, session_id: int, response: str | None, seed: int) -> GroupVoteResult:
+        """Record one session's response (None = failed) and wait for the group's vote."""
+        future = self._future()
+        if session_id in self.responses:
+            raise RuntimeError(f"TTRL group: session {session_id} answered twice")
+        self.responses[session_id] = response
+        self.seeds[session_id] = seed
+        if len(self.responses) == self.n_votes and not future.done():
+            try:
+                future.set_result(await asyncio.get_running_loop().run_in_executor(None, self._vote))
+            except BaseException as e:  # every waiting session must learn about it
+                future.set_exception(e)
+        return await asyncio.shield(future)
+
+    def abstain(self, session_id: int, seed: int) -> None:
+        """A session failed before answering: count it as a failed vote so its siblings are not kept waiting."""
+        if session_id not in self.responses:
+            self._future()
+            loop = asyncio.get_running_loop()
+            loop.create_task(self.submit(session_id, None, seed)).add_done_callback(_ignore_result)
+
+    def _vote(self) -> GroupVoteResult:
+        order = range(self.n_votes)
+        return majority_vote_group([self.responses.get(i) for i in order], ground_truth=self.ground_truth,
+                                   n_samples=self.n_samples, scheme=self.scheme,
+                                   latent_seeds=[self.seeds.get(i) if self.seeds.get(i, NO_LATENT) != NO_LATENT
+                                                 else None for i in order])
+
+
+def _ignore_result(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # consumed: the failure is reported by the session that failed
+
+
+def ttrl_reward_info(result: GroupVoteResult, session_id: int) -> tuple[float, dict[str, float]]:
+    """(reward, reward_extra_info) of one TTRL session from its group's vote."""
+    m = result.metrics
+    trained = session_id < len(result.rewards)
+    info = {
+        "ttrl_label_accuracy": _num(m.label_accuracy), "ttrl_reward_accuracy": _num(m.reward_accuracy),
+        "ttrl_majority_ratio": m.majority_ratio, "ttrl_pass_at_k": _num(m.pass_at_k),
+        "ttrl_distinct_answers": m.distinct_answers, "ttrl_distinct_latents": _num(m.distinct_latents),
+        "ttrl_failed_ratio": m.failed_ratio, "ttrl_has_pseudo_label": m.has_pseudo_label,
+        "ttrl_voter_only": float(not trained),
+    }
+    reward = float(result.rewards[session_id]) if trained else 0.0
+    info["acc"] = reward
+    return reward, info
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
+    """AgentLoopWorkerTQ with per-trajectory minds and TTRL group voting (see the module docstring)."""
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.btrans = settings_from_run_config(config)
+        self.vote_groups: dict[str, VoteGroup] = {}
+        logger.info("B-Trans agent-loop worker: %s", self.btrans.to_dict())
+
+    async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False):
+        if self.btrans.task != "ttrl" or trajectory["validate"]:
+            return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
+        uid = prompt["uid"]
+        n_votes = int(prompt.get("__rollout_n__", self.config.actor_rollout_ref.rollout.n))
+        ground_truth = (prompt.get("reward_model") or {}).get("ground_truth")
+        self.vote_groups[uid] = VoteGroup(n_votes=n_votes, n_samples=min(self.btrans.ttrl.n_samples, n_votes),
+                                          scheme=self.btrans.ttrl.reward_scheme, ground_truth=ground_truth)
+        try:
+            return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
+        finally:
+            self.vote_groups.pop(uid, None)
+
+    async def _run_agent_loop(self, sampling_params: dict, trajectory: dict, *, agent_name: str,
+                              trace: bool = True, **kwargs):
+        validate = bool(trajectory["validate"])
+        seed, extra = mind_for(self.btrans, validate=validate, global_steps=kwargs["global_steps"],
+                               index=kwargs.get("index", 0), data_source=kwargs.get("data_source", ""),
+                               session_id=kwargs["session_id"])
+        params = dict(sampling_params)  # verl shares one dict across the n sessions of a prompt
+        if extra is not None:
+            if NESTED_KEY in (params.get("extra_args") or {}):
+                raise ValueError(f"sampling params already carry extra_args[{NESTED_KEY!r}]")
+            params["extra_args"] = {**(params.get("extra_args") or {}), **extra}
+        kwargs[SEED_FIELD] = seed
+        group = None if validate else self.vote_groups.get(kwargs["uid"])
+        try:
+            return await super()._run_agent_loop(params, trajectory, agent_name=agent_name, trace=trace, **kwargs)
+        except BaseException:
+            if group is not None:
+                group.abstain(int(kwargs["session_id"]), seed)
+            raise
+
+    async def _agent_loop_postprocess(self, output, validate, **kwargs):
+        group = None if validate else self.vote_groups.get(kwargs["uid"])
+        if group is not None:
+            session_id = int(kwargs["session_id"])
+            final = output[-1] if isinstance(output, list) else output
+            text = self.tokenizer.decode(final.response_ids, skip_special_tokens=True)
+            result = await group.submit(session_id, text, int(kwargs[SEED_FIELD]))
+            final.reward_score, final.extra_fields["reward_extra_info"] = ttrl_reward_info(result, session_id)
+            if session_id >= group.n_samples:
+                return None  # a voter only: not trained on
+        return await super()._agent_loop_postprocess(output, validate, **kwargs)
+
+
+BTransAgentLoopWorker = ray.remote(_Worker)
+
+
+class BTransAgentLoopManager(AgentLoopManagerTQ):
+    """verl's v1 agent-loop manager with `BTransAgentLoopWorker`s, named `btrans_agent_loop_worker_<i>` on the
+    Ray dashboard. Selected by conf/btrans/on.yaml (and off.yaml: the baseline runs the same code with
+    btrans.enable=false, so the two differ only in the latent)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agent_loop_workers_class = BTransAgentLoopWorker
+
+    async def _init_agent_loop_workers(self):
+        alive = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+        workers = []
+        for i in range(self.rollout_config.agent.num_workers):
+            affinity = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id=alive[i % len(alive)],
+                                                                                    soft=True)
+            workers.append(self.agent_loop_workers_class.options(
+                name=f"{WORKER_NAME.format(i=i)}_{ray.get_runtime_context().get_job_id()}",
+                scheduling_strategy=affinity,
+            ).remote(self.config, self.llm_client, self.teacher_client, self.reward_loop_worker_handles))
+        self.agent_loop_workers = workers
