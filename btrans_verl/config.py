@@ -333,10 +333,18 @@ def _check_wiring(cfg, settings: BTransSettings) -> None:
     mode = _select(cfg, "trainer.v1.trainer_mode", "sync")
     if mode != "sync":
         raise ValueError(f"trainer.v1.trainer_mode must be 'sync' with +btrans, got {mode!r}")
-    if settings.enable and settings.mu != 0.0:
-        raise ValueError(f"btrans.mu must be 0.0 in verl runs for now, got {settings.mu!r}: the actor and "
-                         f"reference would have to train with the mean shift mu, which is not wired into verl's "
-                         f"FSDP engine yet (the rollout would apply mu while the update ignored it)")
+    shift = _select(cfg, "actor_rollout_ref.model.override_config") or {}
+    shift = shift if isinstance(shift, Mapping) else {}
+    for key, want in (("btrans_enable", settings.enable), ("btrans_mu", settings.mu),
+                      ("btrans_targets", list(settings.targets))):
+        if key not in shift and not (settings.enable and settings.mu != 0.0):
+            continue  # mu = 0: the mean mind is the base model, nothing for the actor to apply
+        got = shift.get(key)
+        got = list(got) if isinstance(got, (list, tuple)) or type(got).__name__ == "ListConfig" else got
+        if got != want:
+            raise ValueError(f"actor_rollout_ref.model.override_config.{key} must be {want!r} (it tells the actor "
+                             f"and reference which mean shift to train with; conf/btrans/on.yaml sets it from "
+                             f"btrans.*), got {got!r}")
 
 
 def settings_from_run_config(cfg) -> BTransSettings:

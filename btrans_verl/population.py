@@ -6,7 +6,8 @@
 `BTransReplayBuffer` is verl 0.9.1's sync replay buffer plus, on every `sample()` (in the trainer process, once
 the step's rollouts are finished):
 
-* B-Trans metrics of the sampled trajectories, logged with verl's step metrics and exported with Ray's metrics
+* B-Trans metrics of the sampled trajectories (btrans/scored_by_btrans: the fraction of trajectories rewarded
+  by btrans-verl's reward manager or TTRL vote), logged with verl's step metrics and exported with Ray's metrics
   API (`ray.util.metrics.Gauge`, names `btrans_<metric>`, shown on the Ray dashboard's Metrics view):
     btrans/trajectories, btrans/trajectories_with_latent, btrans/distinct_latents_per_group (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
@@ -82,6 +83,9 @@ def batch_metrics(seeds: list[int], uids: list[str], extra_fields: list[dict], t
         out["btrans/distinct_latents_per_group"] = sum(
             len({int(seeds[i]) for i in members if int(seeds[i]) >= 0}) for members in groups.values()) / len(groups)
     infos = [(e or {}).get("reward_extra_info", {}) if isinstance(e, dict) else {} for e in extra_fields]
+    # who scored the trajectories: the btrans reward manager (RLVR) or the TTRL vote (their reward_extra_info keys)
+    ours = "ttrl_majority_ratio" if task == "ttrl" else "answer_id"
+    out["btrans/scored_by_btrans"] = sum(ours in info for info in infos) / max(len(infos), 1)
     if task == "ttrl":
         per_group = {uid: infos[members[0]] for uid, members in groups.items() if infos[members[0]]}
         for key in TTRL_GROUP_KEYS:

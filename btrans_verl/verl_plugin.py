@@ -7,6 +7,7 @@ actors, vLLM workers), without importing anything heavy at plugin time (post-imp
 * the CPU platform and patches, when `BTRANS_CPU=1` (`btrans_verl.cpu`);
 * registers the `btrans` reward manager (`btrans_verl.reward_manager`) the moment verl imports its
   reward-manager registry, so `reward.reward_manager.name=btrans` resolves wherever verl looks it up;
+* builds the actor and reference as the mean mind when btrans.mu != 0 (`btrans_verl.actor`);
 * makes verl's vLLM server actor return what `collective_rpc` returns (verl 0.9.1 awaits and drops it;
   `vllm_async_server.py`, `vLLMHttpServer.collective_rpc`), so the trainer can read the vLLM plugin's B-Trans
   counters (`btrans_verl.population`).
@@ -55,6 +56,9 @@ try:
     _cpu.apply_verl_patches()
     when_imported(REWARD_REGISTRY_MODULE, _register_reward_manager)
     when_imported(SERVER_MODULE, _return_collective_rpc_results)
+    from btrans_verl import actor as _actor
+
+    _actor.install()
     LOADED = True
 except BaseException as e:  # noqa: BLE001 - verl would swallow it: log loudly, keep it for the driver's check
     IMPORT_ERROR = e

