@@ -2,12 +2,13 @@
 an FSDP2 actor on gloo. Two real runs share one checkpoint directory:
 
 1. `+btrans=off`, task rlvr, 2 GRPO steps, checkpoint at step 2;
-2. `+btrans=on btrans/task=ttrl`, resumed from that checkpoint: steps 3 and 4, checkpoint at step 4.
+2. `+btrans=on btrans/task=ttrl btrans.mu=0.01`, resumed from that checkpoint: steps 3 and 4, checkpoint at
+   step 4.
 
 They prove: training happened (parameters changed between the checkpoints; weight decay is 0, so only gradients
 move them), the synced weights reached vLLM (B-Trans off: rollout-vs-actor probability correlation ~1 after
 every sync), the latents reached vLLM (on: every trained trajectory of a prompt has its own seed, vLLM's counters
-grew, and rollout-vs-actor agreement drops), our reward manager / TTRL vote produced the rewards, the metrics were
+grew, and rollout-vs-actor agreement drops), the actor and reference were built as the mean mind, our reward manager / TTRL vote produced the rewards, the metrics were
 logged, resume continued at step 3, and nothing was left running. A third run injects a vLLM worker crash and
 must fail promptly and clean (failure hygiene).
 """
@@ -24,6 +25,7 @@ import torch
 from btrans_verl.cpu import smoke
 
 BATCH, N_VOTES, N_SAMPLES = 4, 4, 2
+MU = 0.01  # a non-zero mean shift: the actor and reference must train / score with it
 COMMON = [
     "actor_rollout_ref.actor.optim.lr=1e-3",
     "actor_rollout_ref.actor.optim.weight_decay=0.0",
@@ -57,7 +59,8 @@ def runs(assets):
     root, model, data = assets
     off = _run(root, model, data, "off_rlvr", 2, ["+btrans=off", "btrans/task=rlvr"])
     on = _run(root, model, data, "on_ttrl", 4, ["+btrans=on", "btrans/task=ttrl", f"btrans.ttrl.n_votes={N_VOTES}",
-                                               f"btrans.ttrl.n_samples={N_SAMPLES}", "btrans.sigma=0.2"])
+                                               f"btrans.ttrl.n_samples={N_SAMPLES}", "btrans.sigma=0.2",
+                                               f"btrans.mu={MU}"])
     return root, off, on
 
 
@@ -111,6 +114,11 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
         assert m["btrans/scored_by_btrans"] == 1.0
         for key in ("ttrl/majority_ratio", "ttrl/label_accuracy", "ttrl/pass@k", "critic/score/mean"):
             assert key in m, key
+    # the deterministic update: actor and reference were built as the mean mind z = mu (btrans_verl.actor)
+    text = on.log_path.read_text(errors="replace")
+    for role in ("actor", "reference"):
+        assert f"[btrans] {role}: mean shift mu={MU} attached to 5 norms" in text, role
+    assert "mean shift" not in off.log_path.read_text(errors="replace")  # the baseline is the plain model
 
 
 def test_training_changed_the_parameters(runs):
