@@ -1,13 +1,19 @@
 # btrans-verl: the two commands of the README.
 #   make quickstart   set up .venv from scratch (idempotent) and run the demo
 #   make test         run the test suite (CPU, offline)
+#   make train        3 GRPO steps of B-Trans TTRL, then 3 of RLVR, through verl's main_ppo on this CPU
+#                     (TASK=rlvr, BTRANS=off, MODEL=smollm2 to change; run it again to resume from the checkpoints)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.btrans-installed
 
-.PHONY: setup quickstart test bench clean
+TASK ?= ttrl rlvr
+BTRANS ?= on
+MODEL ?= tiny
+
+.PHONY: setup quickstart test train bench clean
 
 setup: $(STAMP)
 
@@ -28,8 +34,12 @@ quickstart: setup
 test: setup
 	$(PY) -m pytest tests
 
+train: setup
+	for task in $(TASK); do $(PY) -m btrans_verl.cpu.train --task $$task --btrans $(BTRANS) --model $(MODEL) || exit 1; done
+
 bench: setup
 	$(PY) bench/hf_forward_overhead.py
+	$(PY) bench/cpu_main_ppo_steps.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
