@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,7 +340,7 @@ def _check_wiring(cfg, settings: BTransSettings) -> None:
         if key not in shift and not (settings.enable and settings.mu != 0.0):
             continue  # mu = 0: the mean mind is the base model, nothing for the actor to apply
         got = shift.get(key)
-        got = list(got) if isinstance(got, (list, tuple)) or type(got).__name__ == "ListConfig" else got
+        got = list(got) if isinstance(got, Sequence) and not isinstance(got, str) else got  # list / ListConfig
         if got != want:
             raise ValueError(f"actor_rollout_ref.model.override_config.{key} must be {want!r} (it tells the actor "
                              f"and reference which mean shift to train with; conf/btrans/on.yaml sets it from "

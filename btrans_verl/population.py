@@ -34,17 +34,13 @@ import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from btrans_verl.config import BTransSettings
+from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
 
 logger = logging.getLogger("btrans_verl.population")
 
 SERVER_NAME = re.compile(r"^vllm_server_\d+_0(?!\d)")  # verl names rollout servers vllm_server_<replica>_<node>
-COUNTERS = ("requests_with_latent", "tokens_shifted", "steps_with_latent", "steps")
 TTRL_GROUP_KEYS = ("label_accuracy", "reward_accuracy", "majority_ratio", "pass_at_k", "distinct_answers",
                    "failed_ratio")
-
-
-class LatentNotAppliedError(RuntimeError):
-    """vLLM's counters contradict what the batch says about latents."""
 
 
 def vllm_counters() -> tuple[dict[str, int], int]:
@@ -52,16 +48,14 @@ def vllm_counters() -> tuple[dict[str, int], int]:
     names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                    if SERVER_NAME.match(a["name"]))
     # list_named_actors(all_namespaces=True) gives dicts; verl's servers live in the job's namespace
-    totals: dict[str, int] = defaultdict(int)
+    replies = []
     for name in names:
         per_worker = ray.get(ray.get_actor(name).collective_rpc.remote("btrans_counters"))
         if not isinstance(per_worker, list):
             raise LatentNotAppliedError(f"vLLM server {name} returned {per_worker!r} for btrans_counters: is the "
                                         f"btrans-verl verl plugin loaded in the server actor?")
-        for counters in per_worker:
-            for key, value in counters.items():
-                totals[key] += int(value)
-    return dict(totals), len(names)
+        replies.extend(per_worker)
+    return sum_worker_counters(replies), len(names)
 
 
 def _as_list(x) -> list:
@@ -144,7 +138,7 @@ class BTransReplayBuffer(ReplayBuffer):
         seeds = [int(s) for s in _as_list(data["btrans_seed"])]
         found = batch_metrics(seeds, _as_list(data["uid"]), _as_list(data["extra_fields"]), self.btrans.task)
         counters, servers = vllm_counters()
-        delta = {k: counters.get(k, 0) - self._last_counters.get(k, 0) for k in COUNTERS}
+        delta = counter_delta(counters, self._last_counters)
         self._last_counters = counters
         check_latents_applied(self.btrans.enable, int(found["btrans/trajectories_with_latent"]), delta, servers)
         found.update({f"btrans/vllm/{k}": float(v) for k, v in delta.items()})

@@ -27,21 +27,16 @@ from btrans_verl.cpu import smoke
 BATCH, N_VOTES, N_SAMPLES = 4, 4, 2
 MU = 0.01  # a non-zero mean shift: the actor and reference must train / score with it
 COMMON = [
-    "actor_rollout_ref.actor.optim.lr=1e-3",
     "actor_rollout_ref.actor.optim.weight_decay=0.0",
     "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
-    "trainer.save_freq=2",
-    "trainer.resume_mode=auto",
-    "trainer.experiment_name=e2e",
     "data.shuffle=false",
 ]
 
 
 def _run(workdir: Path, model: Path, data: Path, name: str, steps: int, extra: list[str], env_extra=None,
          timeout_s: float = 600):
-    args = smoke.main_ppo_args(model, data, workdir, steps=steps, batch=BATCH, n=N_VOTES, response_length=24)
-    args = [a for a in args if not a.startswith(("trainer.resume_mode=", "trainer.save_freq=",
-                                                 "trainer.experiment_name="))]
+    args = smoke.main_ppo_args(model, data, workdir, steps=steps, batch=BATCH, n=N_VOTES, response_length=24,
+                               lr=1e-3, save_freq=2, resume_mode="auto", experiment_name="e2e")
     env = smoke.main_ppo_env()
     env.update(env_extra or {})
     return smoke.run_main_ppo([*extra, *args, *COMMON], workdir / f"{name}.log", timeout_s=timeout_s, env=env,

@@ -158,13 +158,16 @@ def write_gsm8k(dest: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ command
 def main_ppo_args(model: Path, data: Path, workdir: Path, steps: int = 2, batch: int = 4, n: int = 2,
-                  response_length: int = 32, extra: list[str] | None = None) -> list[str]:
-    """Hydra overrides for a tiny GRPO run (B-Trans off, standard GSM8K rule reward) plus the CPU overrides."""
+                  response_length: int = 32, extra: list[str] | None = None, *, train_file: Path | None = None,
+                  lr: float = 1e-4, save_freq: int = -1, resume_mode: str = "disable",
+                  experiment_name: str = "smoke") -> list[str]:
+    """Hydra overrides for a tiny GRPO run (B-Trans off, standard GSM8K rule reward) plus the CPU overrides.
+    `train_file` defaults to `data`/train.parquet; checkpoints go to `workdir`/checkpoints."""
     from btrans_verl.cpu import CPU_OVERRIDES
 
     run = [
         "algorithm.adv_estimator=grpo",
-        f"data.train_files={data}/train.parquet",
+        f"data.train_files={train_file or data / 'train.parquet'}",
         f"data.val_files={data}/test.parquet",
         f"data.train_batch_size={batch}",
         f"data.val_batch_size={batch}",
@@ -174,7 +177,7 @@ def main_ppo_args(model: Path, data: Path, workdir: Path, steps: int = 2, batch:
         "data.dataloader_num_workers=0",
         f"actor_rollout_ref.model.path={model}",
         "actor_rollout_ref.model.use_remove_padding=false",
-        "actor_rollout_ref.actor.optim.lr=1e-4",
+        f"actor_rollout_ref.actor.optim.lr={lr}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={batch * n}",
         "actor_rollout_ref.actor.use_kl_loss=true",
@@ -189,11 +192,11 @@ def main_ppo_args(model: Path, data: Path, workdir: Path, steps: int = 2, batch:
         "trainer.logger=[console]",
         "trainer.val_before_train=false",
         "trainer.test_freq=-1",
-        "trainer.save_freq=-1",
-        "trainer.resume_mode=disable",
+        f"trainer.save_freq={save_freq}",
+        f"trainer.resume_mode={resume_mode}",
         f"trainer.default_local_dir={workdir}/checkpoints",
         "trainer.project_name=btrans_cpu",
-        "trainer.experiment_name=smoke",
+        f"trainer.experiment_name={experiment_name}",
         f"trainer.total_training_steps={steps}",
     ]
     return [*CPU_OVERRIDES, *run, *(extra or [])]

@@ -63,12 +63,9 @@ def build_args(task: str, btrans: str, model: Path, data: Path, workdir: Path, t
     else:
         train = data / "train.parquet"
     run = smoke.main_ppo_args(model, data, workdir, steps=total_steps, batch=batch, n=n,
-                              response_length=response_length)
-    run = [a for a in run if not a.startswith(("trainer.resume_mode=", "trainer.save_freq=",
-                                               "trainer.experiment_name=", "data.train_files="))]
-    run += [f"data.train_files={train}", "trainer.resume_mode=auto", f"trainer.save_freq={total_steps}",
-            f"trainer.experiment_name={workdir.name}", "data.shuffle=false",
-            "actor_rollout_ref.actor.optim.lr=2e-6", "actor_rollout_ref.rollout.temperature=1.0"]
+                              response_length=response_length, train_file=train, lr=2e-6, save_freq=total_steps,
+                              resume_mode="auto", experiment_name=workdir.name,
+                              extra=["data.shuffle=false", "actor_rollout_ref.rollout.temperature=1.0"])
     return [*group, *run, *extra]
 
 
@@ -107,12 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--n-samples must be in [2, --n={ns.n}] for GRPO, got {ns.n_samples}")
     workdir = (ns.workdir or Path("btrans_runs") / f"{ns.task}-{ns.btrans}-{ns.model}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    if ns.model == "tiny":
-        model = smoke.write_tiny_model(workdir.parent / "tiny-qwen3")
-    else:
-        from btrans_verl.models import smollm2_dir
+    from btrans_verl.models import smollm2_dir, tiny_dir
 
-        model = smollm2_dir()
+    model = tiny_dir() if ns.model == "tiny" else smollm2_dir()
     data = smoke.write_gsm8k(workdir.parent / "gsm8k")
     done = latest_step(workdir / "checkpoints")
     args = build_args(ns.task, ns.btrans, model, data, workdir, done + ns.steps, batch=ns.batch, n=ns.n,

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from btrans_verl.eval.benchmark import Problem
 from btrans_verl.eval.config import EvalConfig, EvalInputError
 from btrans_verl.seeds import step_seeds
+from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
 
 __all__ = ["METHOD_LABELS", "LatentNotAppliedError", "MethodSamples", "resolve_model", "sample_seeds",
            "request_params", "start_engine", "stop_engine", "engine_counters", "generate_method"]
@@ -33,11 +34,6 @@ METHOD_LABELS = {
     "token": "B-Trans token-wise",
 }
 _WEIGHTS = ("*.safetensors", "*.bin", "*.pt")
-
-
-class LatentNotAppliedError(RuntimeError):
-    """The plugin's counters contradict what was asked: a latent method ran without latents (a silent no-op),
-    or a method without latents was shifted."""
 
 
 @dataclass
@@ -65,10 +61,9 @@ def resolve_model(spec: str) -> Path:
 
         return smollm2_dir()
     if spec == "tiny":
-        from btrans_verl.cpu.smoke import write_tiny_model
-        from btrans_verl.models import cache_root
+        from btrans_verl.models import tiny_dir
 
-        return write_tiny_model(cache_root() / "tiny-qwen3-eval")
+        return tiny_dir()
     root = Path(spec)
     if not root.is_dir():
         raise EvalInputError(f"model {spec!r}: no such folder (give an HF model folder, 'smollm2' or 'tiny')")
@@ -132,11 +127,7 @@ def engine_counters(llm: Any) -> dict[str, int] | None:
         workers = llm.collective_rpc("btrans_counters")
     except Exception:  # the RPC names a method that only the plugin installs
         return None
-    total: dict[str, int] = {}
-    for worker in workers:
-        for k, v in worker.items():
-            total[k] = total.get(k, 0) + int(v)
-    return total
+    return sum_worker_counters(workers)
 
 
 def _check_counters(method: str, delta: dict[str, int], latent_requests: int) -> None:
@@ -179,7 +170,7 @@ def generate_method(llm: Any, method: str, prompts: Sequence[Sequence[int]], cfg
     delta: dict[str, int] = {}
     if before is not None:  # without the plugin no request can carry a latent: nothing to check
         after = engine_counters(llm) or {}
-        delta = {k: after[k] - before.get(k, 0) for k in after if k != "norms_patched"}
+        delta = counter_delta(after, before)
         _check_counters(method, delta, len(reqs) if uses_latent else 0)
     texts = [[outs[i * n + j].outputs[0].text for j in range(n)] for i in range(len(prompts))]
     finish = [[outs[i * n + j].outputs[0].finish_reason for j in range(n)] for i in range(len(prompts))]
