@@ -49,13 +49,14 @@ import operator
 import struct
 from collections.abc import Sequence
 
-__all__ = ["SEED_LIMIT", "PARTITIONS", "trajectory_seed", "step_seeds"]
+__all__ = ["SEED_LIMIT", "PARTITIONS", "trajectory_seed", "step_seeds", "child_seed"]
 
 SEED_LIMIT = 1 << 63  # seeds are in [0, SEED_LIMIT), the latent's seed range (latent.MAX_SEED + 1)
 PARTITIONS = ("train", "val")
 _U64 = 1 << 64
 _HASH_KEY = b"btrans-verl/trajectory-seed"
 _HASH_PERSON = b"btrans-seed-v1"  # bump the version if the derivation ever changes
+_CHILD_KEY = b"btrans-verl/child-seed"
 _MAX_ATTEMPTS = 10_000
 
 
@@ -174,3 +175,18 @@ def step_seeds(experiment_seed: int, global_step: int, indices: Sequence[int], n
         taken.add(s)
         seeds[row][col] = s
     return seeds
+
+
+def child_seed(seed: int, index: int) -> int:
+    """The mind of child `index` (0 .. n-1) of one request that asks vLLM for n > 1 sequences
+    (`SamplingParams.n`) with latent seed `seed`: every sequence is its own hypothesis, so each child gets its
+    own seed, a 63-bit keyed BLAKE2b hash of (seed, index). A hash rather than `seed + index` (vLLM's rule for
+    sampling seeds) so that requests with neighbouring seeds do not share minds. Replay child i in Hugging Face
+    with `child_seed(seed, i)`.
+
+        >>> child_seed(7, 0) != child_seed(7, 1) != 7
+        True
+    """
+    h = hashlib.blake2b(digest_size=8, key=_CHILD_KEY, person=_HASH_PERSON)
+    h.update(struct.pack("<QQ", _check_uint("seed", seed, SEED_LIMIT), _check_uint("index", index)))
+    return int.from_bytes(h.digest(), "little") >> 1

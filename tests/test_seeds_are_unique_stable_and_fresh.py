@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from btrans_verl.seeds import SEED_LIMIT, step_seeds, trajectory_seed
+from btrans_verl.seeds import SEED_LIMIT, child_seed, step_seeds, trajectory_seed
 
 PROMPTS, SAMPLES = 512, 16
 INDICES = [7 * i + 3 for i in range(PROMPTS)]  # dataset rows (extra_info.index) of one step's batch
@@ -136,3 +136,15 @@ def test_numpy_integers_are_accepted_and_lengths_checked():
         step_seeds(42, 3, [0, 1], 2, data_sources=["a"])
     with pytest.raises(ValueError, match="n_samples"):
         step_seeds(42, 3, [0, 1], [2])
+
+
+def test_children_of_one_request_get_distinct_pinned_minds():
+    # vLLM's n > 1 children: child i of seed s runs child_seed(s, i); neighbouring seeds must not share minds
+    children = {child_seed(s, i) for s in range(64) for i in range(16)}
+    assert len(children) == 64 * 16 and children.isdisjoint(range(64))
+    assert all(0 <= c < SEED_LIMIT for c in children)
+    assert child_seed(0, 0) == 695878184715305979 and child_seed(2**63 - 1, 31) == 5960288952021810086
+    for bad in ({"seed": -1, "index": 0}, {"seed": 2**63, "index": 0}, {"seed": 1, "index": -1},
+                {"seed": 1.0, "index": 0}):
+        with pytest.raises(ValueError):
+            child_seed(**bad)

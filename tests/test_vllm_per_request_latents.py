@@ -19,6 +19,7 @@ from vllm.inputs import TokensPrompt  # noqa: E402
 
 from btrans_verl.hf import attach  # noqa: E402
 from btrans_verl.latent import LatentConfig  # noqa: E402
+from btrans_verl.seeds import child_seed  # noqa: E402
 from btrans_verl.tiny import tiny_model  # noqa: E402
 from btrans_verl.vllm.requests import latent_args, parse_latent_request  # noqa: E402
 
@@ -139,6 +140,22 @@ def test_prefix_cache_is_shared_within_a_mind_and_never_across_minds(llm):
     assert list(after_a_b.outputs[0].token_ids) == fresh_b
     assert again_a.num_cached_tokens >= 32  # the same mind still hits its own cache
     assert list(again_a.outputs[0].token_ids) == list(first_a.outputs[0].token_ids)
+
+
+def test_n_sequences_of_one_request_are_n_minds_each_replayable_and_cached_as_itself(llm):
+    p = TokensPrompt(prompt_token_ids=LONG_PROMPT)
+    llm.reset_prefix_cache()
+    for extra in (latent_args(31, SIGMA), {"btrans_seed": 31, "btrans_sigma": SIGMA}):  # nested and flat forms
+        # vLLM refuses n > 1 with temperature 0; top_k = 1 is the same argmax through the sampling path
+        sp = SamplingParams(n=3, temperature=1.0, top_k=1, max_tokens=10, detokenize=False, extra_args=extra)
+        children = [list(c.token_ids) for c in sorted(llm.generate([p], [sp])[0].outputs, key=lambda c: c.index)]
+        assert len({tuple(c) for c in children}) == 3  # three minds, not one mind three times
+        # child i is the mind child_seed(31, i): a lone request with that seed reproduces it and reads the KV
+        # blocks the child left, so each child's prefix cache was salted with its own mind
+        alone = [llm.generate([p], [params(child_seed(31, i), n=10)])[0] for i in range(3)]
+        assert [list(a.outputs[0].token_ids) for a in alone] == children
+        assert all(a.num_cached_tokens >= 32 for a in alone), [a.num_cached_tokens for a in alone]
+    assert llm.generate([p], [params(31, n=10)])[0].num_cached_tokens == 0  # no child ran the parent's seed
 
 
 def test_counters_prove_latents_were_applied(llm):

@@ -2,8 +2,12 @@
 (front end, EngineCore, workers) before any model is built. Nothing for users to do beyond installing us.
 
 What `register()` patches (each wrapper calls the original; requests without a latent run as stock vLLM):
-    front end   InputProcessor.process_inputs   validate a request's latent args; salt its prefix-cache hash
-                                                with its mind, so different minds never share KV blocks
+    front end   InputProcessor.process_inputs   validate a request's latent args (a malformed one is rejected)
+                ParentRequest._get_child_sampling_params
+                                                n > 1: child i gets its own mind, seeds.child_seed(seed, i)
+    EngineCore  Request.from_engine_core_request
+                                                salt the request's prefix-cache hash with its mind, so different
+                                                minds never share KV blocks (children included)
     worker      Worker.execute_model            refuse a request carrying a latent if this worker's model has
                                                 no wrapped norm or its runner is not hooked (never silently off)
     V1 runner   GPUModelRunner.load_model       wrap the target norms (btrans_verl.vllm.worker.install)
@@ -20,6 +24,7 @@ BTRANS_VLLM_ALLOW_UNTESTED=1.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -55,31 +60,62 @@ def _wrap(cls, name: str, make):
     orig = cls.__dict__.get(name)
     if orig is None:
         raise UnsupportedVLLMVersion(f"B-Trans: {cls.__module__}.{cls.__name__}.{name} not found")
-    if getattr(orig, "_btrans_wrapped", False):
+    is_classmethod = isinstance(orig, classmethod)
+    func = orig.__func__ if is_classmethod else orig
+    if getattr(func, "_btrans_wrapped", False):
         return
-    new = functools.wraps(orig)(make(orig))
+    new = functools.wraps(func)(make(func))
     new._btrans_wrapped = True
-    setattr(cls, name, new)
+    setattr(cls, name, classmethod(new) if is_classmethod else new)
 
 
 # ---------------------------------------------------------------------------------------------- front end
 def _patch_front_end() -> None:
     from vllm.v1.engine.input_processor import InputProcessor
+    from vllm.v1.engine.parallel_sampling import ParentRequest
+
+    from btrans_verl.vllm.requests import child_extra_args, parse_latent_request
+
+    def make_process(orig):
+        def process_inputs(self, request_id, prompt, params, *args, **kwargs):
+            parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
+            return orig(self, request_id, prompt, params, *args, **kwargs)
+
+        return process_inputs
+
+    def make_child(orig):
+        def _get_child_sampling_params(self, index):
+            params = orig(self, index)
+            extra = child_extra_args(getattr(params, "extra_args", None), index)
+            if extra is None:
+                return params
+            params = copy.copy(params)  # vLLM may hand every child one cached object: each mind needs its own
+            params.extra_args = extra
+            return params
+
+        return _get_child_sampling_params
+
+    _wrap(InputProcessor, "process_inputs", make_process)
+    _wrap(ParentRequest, "_get_child_sampling_params", make_child)
+
+
+def _patch_engine_core() -> None:
+    from vllm.v1.request import Request
 
     from btrans_verl.vllm.requests import parse_latent_request
 
     def make(orig):
-        def process_inputs(self, request_id, prompt, params, *args, **kwargs):
-            lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
-            request = orig(self, request_id, prompt, params, *args, **kwargs)
-            if lat is not None:
+        def from_engine_core_request(cls, request, *args, **kwargs):
+            params = getattr(request, "sampling_params", None)  # None for pooling requests
+            lat = parse_latent_request(getattr(params, "extra_args", None)) if params is not None else None
+            if lat is not None:  # the KV of a prompt depends on the mind: salt the block hashes with it
                 request.cache_salt = lat.cache_salt if not request.cache_salt else \
                     f"{request.cache_salt}|{lat.cache_salt}"
-            return request
+            return orig(cls, request, *args, **kwargs)
 
-        return process_inputs
+        return from_engine_core_request
 
-    _wrap(InputProcessor, "process_inputs", make)
+    _wrap(Request, "from_engine_core_request", make)
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -173,6 +209,7 @@ def register() -> None:
     if apply_vllm_patches is not None:
         apply_vllm_patches()
     _patch_front_end()
+    _patch_engine_core()
     _patch_worker()
     _patch_runner()
     _registered = True

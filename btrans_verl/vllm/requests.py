@@ -12,15 +12,20 @@ Flat form (the OpenAI server only forwards flat `vllm_xargs`):
 `seed` is required and names the mind (an integer in [0, 2**63)); `sigma` defaults to LatentConfig's default,
 `mu` to 0.0, `granularity` to "sequence". Unknown `btrans` keys are an error. A request without these keys runs
 exactly as in stock vLLM.
+
+`n > 1` (several sequences from one request): every sequence is its own hypothesis. vLLM fans the request out
+into n child requests; child i runs the mind `btrans_verl.seeds.child_seed(seed, i)` (`child_extra_args`), so
+n children are n minds. To sample one mind several times, send separate requests with the same seed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from btrans_verl.latent import GRANULARITIES, LatentConfig, _check_seed
+from btrans_verl.seeds import child_seed
 
 KEYS = ("seed", "sigma", "mu", "granularity")
 FLAT_PREFIX = "btrans_"
@@ -97,3 +102,15 @@ def parse_latent_request(extra_args: Mapping[str, Any] | None) -> LatentRequest 
     return LatentRequest(seed=seed, **{k: (float(v) if k in ("sigma", "mu") and isinstance(v, (int, str))
                                             and not isinstance(v, bool) else v)
                                        for k, v in fields.items() if k != "seed"})
+
+
+def child_extra_args(extra_args: Mapping[str, Any] | None, index: int) -> dict[str, Any] | None:
+    """`extra_args` for child `index` of a request with n > 1: the same arguments with the latent replaced by
+    the child's own mind (seed `child_seed(seed, index)`, in the nested form; flat `btrans_*` keys dropped).
+    None when the request carries no latent (its children then run as stock vLLM)."""
+    lat = parse_latent_request(extra_args)
+    if lat is None:
+        return None
+    child = replace(lat, seed=child_seed(lat.seed, index))
+    rest = {k: v for k, v in extra_args.items() if k != NESTED_KEY and not k.startswith(FLAT_PREFIX)}
+    return {**rest, NESTED_KEY: asdict(child)}
