@@ -54,6 +54,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from btrans_verl.latent import DEFAULT_TARGETS
     from btrans_verl.vllm.requests import latent_args
 
     llm = LLM(model=path, skip_tokenizer_init=True, enforce_eager=not args.no_eager, dtype=args.dtype,
@@ -86,8 +87,10 @@ def main() -> None:
         "off_tokens_per_s_median": round(statistics.median(off_tps), 1),
         "on_over_off_throughput_median": round(statistics.median(ratios), 4),
         "on_over_off_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
-        "latent_state_bytes_per_request": 8 + 4 + 4 + 1,  # seed int64, mu f32, sigma f32, granularity flag
-        "latent_buffer_bytes_per_token": 8 + 4 + 4,  # key int64, mu f32, sigma f32 (fixed max_num_tokens rows)
+        # seed int64, mu f32, sigma f32, granularity flag, targets bitmask (the information a request carries)
+        "latent_state_bytes_per_request": 8 + 4 + 4 + 1 + 1,
+        # key int64 + (mu f32, sigma f32) per wrapped norm kind, in fixed buffers of max_num_batched_tokens rows
+        "latent_buffer_bytes_per_token": 8 + (4 + 4) * len(DEFAULT_TARGETS),
         "norms_patched": counters["norms_patched"],
         "tokens_shifted": counters["tokens_shifted"],
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),

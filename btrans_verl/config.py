@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from btrans_verl.latent import DEFAULT_TARGETS, LatentConfig
+from btrans_verl.latent import DEFAULT_TARGETS, NORM_KINDS, LatentConfig
 
 try:  # Hydra is a dependency; the import only fails in stripped-down environments
     from hydra.experimental.callback import Callback as _HydraCallback
@@ -175,6 +175,10 @@ class BTransSettings:
         self.latent = LatentConfig(enable=self.enable, mu=self.mu, sigma=self.sigma, targets=self.targets,
                                    granularity=self.granularity)
         self.mu, self.sigma, self.targets = self.latent.mu, self.latent.sigma, self.latent.targets
+        per_head = [t for t in self.targets if NORM_KINDS[t].per_head]
+        if per_head:
+            raise ValueError(f"btrans.targets: per-head norms {per_head} carry latents on the Hugging Face side "
+                             f"only; verl's vLLM rollouts cannot apply them")
         if self.val_mind not in VAL_MINDS:
             raise ValueError(f"btrans.val_mind must be one of {VAL_MINDS}, got {self.val_mind!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:

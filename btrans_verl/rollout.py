@@ -8,8 +8,8 @@ verl 0.9.1's v1 trainer hands each step's prompts to an agent-loop manager, whos
 TransferQueue. `BTransAgentLoopWorker` changes three things, all inside the worker:
 
 1. Hypothesis sampling. Each session gets its own sampling-params dict (verl shares one across the n sessions)
-   carrying the latent of its mind, `extra_args={"btrans": {seed, sigma, mu, granularity}}` (the vLLM plugin's
-   per-request arguments, `btrans_verl.vllm.requests`). The seed is derived by `btrans_verl.seeds` from
+   carrying the latent of its mind, `extra_args={"btrans": {seed, sigma, mu, granularity, targets}}` (the vLLM
+   plugin's per-request arguments, `btrans_verl.vllm.requests`). The seed is derived by `btrans_verl.seeds` from
    (btrans.seed, train|val, global step, data_source, extra_info.index, session_id): reproducible, fresh after
    a resume, distinct within a step.
 2. The seed travels with the trajectory: the field `btrans_seed` (int; -1 = no latent, i.e. the mean mind
@@ -61,10 +61,12 @@ def mind_for(settings: BTransSettings, *, validate: bool, global_steps: int, ind
         if settings.mu == 0.0:
             return NO_LATENT, None
         # the mean mind with a non-zero mean shift: z = mu exactly (sigma 0), any seed
-        return NO_LATENT, latent_args(0, sigma=0.0, mu=settings.mu, granularity=settings.granularity)
+        return NO_LATENT, latent_args(0, sigma=0.0, mu=settings.mu, granularity=settings.granularity,
+                                      targets=settings.targets)
     seed = trajectory_seed(settings.seed, int(global_steps), int(index), int(session_id),
                            data_source=str(data_source), partition="val" if validate else "train")
-    return seed, latent_args(seed, sigma=settings.sigma, mu=settings.mu, granularity=settings.granularity)
+    return seed, latent_args(seed, sigma=settings.sigma, mu=settings.mu, granularity=settings.granularity,
+                             targets=settings.targets)
 
 
 @dataclass

@@ -69,6 +69,7 @@ BAD = [
     ("unknown_target", with_(targets=["input_layernorm", "mlp"]), "btrans.targets"),
     ("empty_targets", with_(targets=[]), "btrans.targets"),
     ("string_targets", with_(targets="input_layernorm"), "btrans.targets"),
+    ("per_head_target_vllm_cannot_apply", with_(targets=["input_layernorm", "q_norm"]), "btrans.targets: per-head"),
     ("granularity", with_(granularity="word"), "btrans.granularity"),
     ("enable_int", with_(enable=1), "btrans.enable"),
     ("enable_string", with_(enable="yes"), "btrans.enable"),

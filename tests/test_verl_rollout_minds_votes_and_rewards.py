@@ -42,6 +42,11 @@ def test_each_trajectory_gets_its_own_reproducible_mind_and_the_vllm_request_car
     later = {mind_for(s, validate=False, global_steps=4, index=11, data_source="gsm8k", session_id=i)[0]
              for i in range(8)}
     assert again == seeds and not later & set(seeds)
+    # the request names the run's targets too, so vLLM shifts exactly the norms the run asked for
+    narrow = mind_for(settings(targets=["final_norm", "input_layernorm"]), validate=False, global_steps=3,
+                      index=11, data_source="gsm8k", session_id=0)[1]
+    assert request.targets == ("input_layernorm", "post_attention_layernorm", "final_norm")
+    assert parse_latent_request(narrow).targets == ("input_layernorm", "final_norm")
 
 
 def test_validation_uses_the_mean_mind_by_default_and_off_sends_nothing():

@@ -110,6 +110,29 @@ def test_vllm_matches_hf_replay_logprobs_for_the_same_seed(llm, model_dir):
     assert (other[torch.arange(len(gen)), torch.tensor(gen)] - hf_lp).abs().max() > 0.05
 
 
+def test_a_request_names_the_norms_its_latent_shifts_and_hf_replays_exactly_those(llm, model_dir):
+    import transformers
+
+    seed = 5150
+    sp = SamplingParams(temperature=1.0, max_tokens=12, seed=4, logprobs=0, detokenize=False,
+                        extra_args=latent_args(seed, SIGMA, targets=["input_layernorm"]))
+    out = llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [sp])[0].outputs[0]
+    gen = list(out.token_ids)
+    vllm_lp = torch.tensor([lp[t].logprob for lp, t in zip(out.logprobs, gen)])
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    ids = torch.tensor([PROMPT + gen])
+    replayed = {}
+    for name, targets in (("narrow", ("input_layernorm",)), ("default", None)):
+        cfg = LatentConfig(sigma=SIGMA, **({"targets": targets} if targets else {}))
+        pop = attach(model, cfg, mode="mean")
+        with torch.no_grad(), pop.replay([seed]):
+            logp = torch.log_softmax(model(ids).logits[0, len(PROMPT) - 1:-1], dim=-1)
+        replayed[name] = logp[torch.arange(len(gen)), torch.tensor(gen)]
+        pop.detach()
+    assert torch.allclose(vllm_lp, replayed["narrow"], atol=2e-3), (vllm_lp - replayed["narrow"]).abs().max()
+    assert (vllm_lp - replayed["default"]).abs().max() > 0.05  # the other norms really were left alone
+
+
 def test_token_granularity_changes_the_latent_per_position_and_matches_hf(llm, model_dir):
     import transformers
 
@@ -173,6 +196,12 @@ def test_malformed_latent_arguments_are_rejected_naming_the_key(llm):
                      [SamplingParams(max_tokens=2, extra_args={"btrans_seed": 1, "btrans_sigmaa": 0.1})])
     with pytest.raises(ValueError, match="sigma must be >= 0"):
         llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [params(1, sigma=-1.0)])
+    with pytest.raises(ValueError, match="'mlp'"):
+        llm.generate([TokensPrompt(prompt_token_ids=PROMPT)],
+                     [SamplingParams(max_tokens=2, extra_args=latent_args(1, 0.1, targets=["mlp"]))])
+    with pytest.raises(ValueError, match=r"\['q_norm'\]: per-head"):
+        llm.generate([TokensPrompt(prompt_token_ids=PROMPT)],
+                     [SamplingParams(max_tokens=2, extra_args=latent_args(1, 0.1, targets=["input_layernorm", "q_norm"]))])
 
 
 def test_flat_and_nested_arguments_name_the_same_mind():
@@ -270,3 +299,11 @@ def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
     assert "tokens" in plain, plain  # requests without a latent still run
     res = _run_engine(str(tmp_path), {}, dict(max_model_len=128), [(PROMPT, (4, latent_args(1, 0.5)))])
     assert "error" in res and "no norm of this model was wrapped" in res["log"], res
+
+
+def test_a_request_targeting_norms_the_engine_did_not_wrap_fails_loudly(model_dir):
+    # BTRANS_VLLM_TARGETS narrows what an engine wraps; a request asking for more must not run half-shifted
+    res = _run_engine(model_dir, {"BTRANS_VLLM_TARGETS": "input_layernorm"}, dict(max_model_len=128),
+                      [(PROMPT, (4, latent_args(1, 0.5)))])
+    assert "error" in res and "['post_attention_layernorm', 'final_norm'], which this engine did not wrap" in \
+        res["log"], res

@@ -136,14 +136,14 @@ DRIVER = textwrap.dedent(r'''
         ms.add_request(2, new_req("C", P3, latent_args(9, SIGMA, granularity="token")))
         # step 1: order C, A, B; C is chunked (first half)
         s1 = run_step([("C", 2, P3[:4], 0), ("A", 0, P1, 0), ("B", 1, P2, 0)])
-        out["padding_rows_zero"] = bool((state.sigma[4 + 8 + 6:] == 0).all() and (state.mu[18:] == 0).all())
+        out["padding_rows_zero"] = bool((state.sigma[:, 4 + 8 + 6:] == 0).all() and (state.mu[:, 18:] == 0).all())
         tok = int(s1["A"][-1].argmax())
         ms.remove_request("B")
         out["B_forgotten"] = "B" not in state.requests
         # step 2: C's second chunk and A's decode, order A, C
         s2 = run_step([("A", 0, [tok], 8), ("C", 2, P3[4:], 4)])
         # dummy batch (random ids never added) and capture-style dummy inputs: zero latents, nothing kept
-        out["latents_were_live"] = bool((state.sigma[:5] != 0).all())
+        out["latents_were_live"] = bool((state.sigma[:, :5] != 0).all())
         ms.prepare_dummy_inputs(2, 5)
         out["capture_zero"] = bool((state.sigma == 0).all() and (state.mu == 0).all())
         run_step([("A", 0, [int(s2["A"][-1].argmax())], 9)])  # live again

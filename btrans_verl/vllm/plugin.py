@@ -74,11 +74,16 @@ def _patch_front_end() -> None:
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
+    from btrans_verl.latent import NORM_KINDS
     from btrans_verl.vllm.requests import child_extra_args, parse_latent_request
 
     def make_process(orig):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
-            parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
+            lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
+            per_head = [t for t in lat.targets if NORM_KINDS[t].per_head] if lat is not None else []
+            if per_head:
+                raise ValueError(f"btrans targets {per_head}: per-head norms carry latents on the Hugging Face "
+                                 f"side only, not in vLLM")
             return orig(self, request_id, prompt, params, *args, **kwargs)
 
         return process_inputs
@@ -174,7 +179,8 @@ def _patch_worker() -> None:
     def make(orig):
         def execute_model(self, scheduler_output, *args, **kwargs):
             for req in scheduler_output.scheduled_new_reqs:
-                if parse_latent_request(getattr(req.sampling_params, "extra_args", None)) is None:
+                lat = parse_latent_request(getattr(req.sampling_params, "extra_args", None))
+                if lat is None:
                     continue
                 runner = self.model_runner
                 if not getattr(type(runner), "_btrans_hooked", False):
@@ -186,6 +192,12 @@ def _patch_worker() -> None:
                     raise RuntimeError(
                         f"B-Trans: request {req.req_id} carries a latent but no norm of this model was wrapped "
                         f"(unsupported model family or targets; see the worker log)")
+                missing = runner._btrans.unsupported_targets(lat)
+                if missing:
+                    raise RuntimeError(
+                        f"B-Trans: request {req.req_id} targets norm kind(s) {missing}, which this engine did "
+                        f"not wrap (it wraps {list(runner._btrans.kinds)}; see BTRANS_VLLM_TARGETS): that part "
+                        f"of its latent would be silently dropped")
             return orig(self, scheduler_output, *args, **kwargs)
 
         return execute_model

@@ -3,14 +3,19 @@
 Nested form (Python callers, verl):
 
     SamplingParams(..., extra_args={"btrans": {"seed": 1234, "sigma": 0.05, "mu": 0.0,
-                                               "granularity": "sequence"}})
+                                               "granularity": "sequence",
+                                               "targets": ["input_layernorm", "post_attention_layernorm",
+                                                           "final_norm"]}})
 
 Flat form (the OpenAI server only forwards flat `vllm_xargs`):
 
     {"vllm_xargs": {"btrans_seed": 1234, "btrans_sigma": 0.05}}
 
 `seed` is required and names the mind (an integer in [0, 2**63)); `sigma` defaults to LatentConfig's default,
-`mu` to 0.0, `granularity` to "sequence". Unknown `btrans` keys are an error. A request without these keys runs
+`mu` to 0.0, `granularity` to "sequence", `targets` (the norm kinds that carry the latent, a list or, flat, a
+comma-separated string) to `btrans_verl.latent.DEFAULT_TARGETS`. The request names its whole mind, so the
+Hugging Face side replays it with `LatentConfig(sigma, mu, targets, granularity)` and seed. Unknown `btrans`
+keys are an error. A request without these keys runs
 exactly as in stock vLLM.
 
 `n > 1` (several sequences from one request): every sequence is its own hypothesis. vLLM fans the request out
@@ -24,10 +29,10 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
-from btrans_verl.latent import GRANULARITIES, LatentConfig, _check_seed
+from btrans_verl.latent import DEFAULT_TARGETS, GRANULARITIES, NORM_KINDS, LatentConfig, _check_seed
 from btrans_verl.seeds import child_seed
 
-KEYS = ("seed", "sigma", "mu", "granularity")
+KEYS = ("seed", "sigma", "mu", "granularity", "targets")
 FLAT_PREFIX = "btrans_"
 NESTED_KEY = "btrans"
 
@@ -40,9 +45,19 @@ class LatentRequest:
     sigma: float = LatentConfig.sigma
     mu: float = 0.0
     granularity: str = "sequence"
+    targets: tuple[str, ...] = DEFAULT_TARGETS  # norm kinds that carry the latent, in NORM_KINDS order
 
     def __post_init__(self):
         _check_seed(self.seed)
+        targets = self.targets.split(",") if isinstance(self.targets, str) else self.targets
+        if not isinstance(targets, (list, tuple)) or not targets or \
+                not all(isinstance(t, str) for t in targets):
+            raise ValueError(f"btrans targets must be a non-empty list of norm kinds, got {self.targets!r}")
+        targets = [t.strip() for t in targets]
+        unknown = [t for t in targets if t not in NORM_KINDS]
+        if unknown:
+            raise ValueError(f"btrans targets: unknown norm kind(s) {unknown}; known: {list(NORM_KINDS)}")
+        object.__setattr__(self, "targets", tuple(k for k in NORM_KINDS if k in targets))  # canonical order
         for name in ("sigma", "mu"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -55,16 +70,18 @@ class LatentRequest:
     @property
     def cache_salt(self) -> str:
         """Prefix-cache salt: requests with the same mind may share KV blocks, different minds never do."""
-        return f"btrans:{self.seed}:{self.sigma!r}:{self.mu!r}:{self.granularity}"
+        return f"btrans:{self.seed}:{self.sigma!r}:{self.mu!r}:{self.granularity}:{','.join(self.targets)}"
 
 
 def latent_args(seed: int, sigma: float | None = None, mu: float | None = None,
-                granularity: str | None = None) -> dict[str, Any]:
+                granularity: str | None = None, targets=None) -> dict[str, Any]:
     """The `extra_args` entry that gives a request this mind."""
     args: dict[str, Any] = {"seed": int(seed)}
     for k, v in (("sigma", sigma), ("mu", mu), ("granularity", granularity)):
         if v is not None:
             args[k] = v
+    if targets is not None:
+        args["targets"] = list(targets)
     return {NESTED_KEY: args}
 
 
@@ -111,6 +128,7 @@ def child_extra_args(extra_args: Mapping[str, Any] | None, index: int) -> dict[s
     lat = parse_latent_request(extra_args)
     if lat is None:
         return None
-    child = replace(lat, seed=child_seed(lat.seed, index))
+    child = asdict(replace(lat, seed=child_seed(lat.seed, index)))
+    child["targets"] = list(child["targets"])
     rest = {k: v for k, v in extra_args.items() if k != NESTED_KEY and not k.startswith(FLAT_PREFIX)}
-    return {**rest, NESTED_KEY: asdict(child)}
+    return {**rest, NESTED_KEY: child}

@@ -2,20 +2,21 @@
 
 How a latent reaches a token (V1 model runner, CPU and GPU):
 
-    1. load_model     every target RMSNorm instance gets `forward` wrapped (norm index from its module name).
-                      The wrapper reads three fixed-address buffers of `max_num_tokens` rows, allocated here,
-                      before any profiling run or graph capture:
-                          keys  int64   [max_tokens]   hypothesis key (btrans_verl.latent.hypothesis_key)
-                          mu    float32 [max_tokens]
-                          sigma float32 [max_tokens]
+    1. load_model     every RMSNorm of a kind the engine supports (`engine_targets()`) gets `forward` wrapped
+                      (norm index from its module name). The wrappers read fixed-address buffers of
+                      `max_num_tokens` rows, allocated here, before any profiling run or graph capture:
+                          keys  int64   [max_tokens]          hypothesis key (btrans_verl.latent.hypothesis_key)
+                          mu    float32 [kinds, max_tokens]   one row per wrapped norm kind
+                          sigma float32 [kinds, max_tokens]
                       plus the normal table and element salts on the model's device.
     2. each step      after the runner's `_prepare_inputs` (which fixed this step's request order and token
-                      counts), `fill()` writes every scheduled token's key / mu / sigma in place; rows of
-                      tokens without a latent, and padding rows, get mu = sigma = 0, i.e. a zero latent.
+                      counts), `fill()` writes every scheduled token's key / mu / sigma in place; a kind the
+                      request does not target, tokens without a latent, and padding rows get mu = sigma = 0,
+                      i.e. a zero latent.
     3. forward        norm output [tokens, hidden] + (mu + sigma * NORMAL_TABLE[hash(keys, norm, h)]):
                       the same ops for every batch, no Python branching on request content, graph-safe.
 
-The per-request state is its `LatentRequest` (seed, mu, sigma, granularity: a few bytes); the per-step cost
+The per-request state is its `LatentRequest` (seed, mu, sigma, granularity, targets: a few bytes); the per-step cost
 outside the forward is one vectorised pass over the scheduled tokens. Batch reordering, requests joining and
 leaving, chunked prefill and preemption need no bookkeeping: the keys are recomputed from the current order
 every step, and a token's key depends only on its request's seed (and, for granularity "token", its absolute
@@ -74,13 +75,15 @@ def engine_targets() -> tuple[str, ...]:
 
 
 class LatentState:
-    """The buffers and request table of one model runner."""
+    """The buffers and request table of one model runner. `kinds`: the wrapped norm kinds (one mu / sigma row
+    each, so that a request's `targets` choose which of them carry its latent)."""
 
-    def __init__(self, max_tokens: int, device: torch.device, hidden_sizes: set[int]):
+    def __init__(self, max_tokens: int, device: torch.device, hidden_sizes: set[int], kinds: tuple[str, ...]):
         self.device = device
+        self.kinds = kinds
         self.keys = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
-        self.mu = torch.zeros(max_tokens, dtype=torch.float32, device=device)  # [max_tokens]
-        self.sigma = torch.zeros(max_tokens, dtype=torch.float32, device=device)  # [max_tokens]
+        self.mu = torch.zeros(len(kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, max_tokens]
+        self.sigma = torch.zeros(len(kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, max_tokens]
         self.table = normal_table().to(device)  # [65536]
         self.salts = {h: element_salts(h).to(device) for h in hidden_sizes}  # {hidden: [hidden]}
         self.requests: dict[str, LatentRequest | None] = {}
@@ -97,6 +100,10 @@ class LatentState:
                 self.counters.requests_with_latent += 1
         return self.requests[req_id]
 
+    def unsupported_targets(self, lat: LatentRequest) -> list[str]:
+        """The kinds a request targets that this engine did not wrap (its latent would silently miss them)."""
+        return [t for t in lat.targets if t not in self.kinds]
+
     def forget(self, req_ids) -> None:
         for r in req_ids:
             self.requests.pop(r, None)
@@ -110,20 +117,23 @@ class LatentState:
         total = int(num_scheduled.sum())
         if self._filled:
             # rows of the last step: back to the zero latent (padding and latent-free tokens read zeros)
-            self.mu[: self._filled].zero_()
-            self.sigma[: self._filled].zero_()
+            self.mu[:, : self._filled].zero_()
+            self.sigma[:, : self._filled].zero_()
             self.keys[: self._filled].zero_()
             self._filled = 0
         active = [i for i, lat in enumerate(lats) if lat is not None]
         if not active:
             return
         seeds = np.zeros(len(lats), dtype=np.int64)
-        mus = np.zeros(len(lats), dtype=np.float32)
-        sigmas = np.zeros(len(lats), dtype=np.float32)
+        mus = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
+        sigmas = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
         per_token = np.zeros(len(lats), dtype=bool)
         for i in active:
             lat = lats[i]
-            seeds[i], mus[i], sigmas[i] = lat.seed, lat.mu, lat.sigma
+            seeds[i] = lat.seed
+            for k, kind in enumerate(self.kinds):
+                if kind in lat.targets:
+                    mus[k, i], sigmas[k, i] = lat.mu, lat.sigma
             per_token[i] = lat.granularity == "token"
         req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
         starts = np.cumsum(num_scheduled) - num_scheduled
@@ -134,27 +144,28 @@ class LatentState:
             tok_t = torch.from_numpy(tok)
             keys[tok_t] = hypothesis_key(torch.from_numpy(seeds[req_idx][tok]), torch.from_numpy(positions[tok]))
         self.keys[:total].copy_(keys, non_blocking=True)
-        self.mu[:total].copy_(torch.from_numpy(mus[req_idx]), non_blocking=True)
-        self.sigma[:total].copy_(torch.from_numpy(sigmas[req_idx]), non_blocking=True)
+        self.mu[:, :total].copy_(torch.from_numpy(mus[:, req_idx]), non_blocking=True)  # [kinds, tokens]
+        self.sigma[:, :total].copy_(torch.from_numpy(sigmas[:, req_idx]), non_blocking=True)  # [kinds, tokens]
         self._filled = total
-        shifted = int(((sigmas != 0) | (mus != 0))[req_idx].sum())
+        shifted = int(((sigmas != 0) | (mus != 0)).any(axis=0)[req_idx].sum())
         self.counters.tokens_shifted += shifted
         self.counters.steps_with_latent += int(shifted > 0)
 
     # ------------------------------------------------------------------------------------------ forward
-    def latent(self, num_tokens: int, norm_idx: int, hidden: int) -> torch.Tensor:
-        """z for the first num_tokens rows of the batch: float32 [num_tokens, hidden]."""
-        return latent_from_keys(self.keys[:num_tokens], norm_idx, hidden, self.mu[:num_tokens],
-                                self.sigma[:num_tokens], table=self.table, salts=self.salts[hidden])
+    def latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int) -> torch.Tensor:
+        """z for the first num_tokens rows of the batch at one norm of wrapped kind `kind` (its row in the
+        mu / sigma buffers): float32 [num_tokens, hidden]."""
+        return latent_from_keys(self.keys[:num_tokens], norm_idx, hidden, self.mu[kind, :num_tokens],
+                                self.sigma[kind, :num_tokens], table=self.table, salts=self.salts[hidden])
 
 
-def _wrap_norm(module: torch.nn.Module, state: LatentState, norm_idx: int) -> None:
+def _wrap_norm(module: torch.nn.Module, state: LatentState, norm_idx: int, kind: int) -> None:
     inner = module.forward
 
     def forward(x, residual=None, *args, **kwargs):
         out = inner(x, residual, *args, **kwargs) if residual is not None else inner(x, *args, **kwargs)
         normed = out[0] if isinstance(out, tuple) else out  # [tokens, hidden]
-        z = state.latent(normed.shape[0], norm_idx, normed.shape[-1])  # [tokens, hidden]
+        z = state.latent(normed.shape[0], norm_idx, kind, normed.shape[-1])  # [tokens, hidden]
         shifted = shift(normed, z)
         return (shifted, *out[1:]) if isinstance(out, tuple) else shifted
 
@@ -184,9 +195,10 @@ def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: to
         logger.warning("B-Trans: latents disabled for this engine: targets %s match no module", missing or targets)
         return None
     hidden_sizes = {int(m.weight.shape[-1]) for _, _, m in found}
-    state = LatentState(max_tokens, device, hidden_sizes)
-    for _, idx, module in found:
-        _wrap_norm(module, state, idx)
+    kinds = tuple(k for k in NORM_KINDS if k in targets)
+    state = LatentState(max_tokens, device, hidden_sizes, kinds)
+    for name, idx, module in found:
+        _wrap_norm(module, state, idx, kinds.index(match_norm(name, targets)[0]))
     state.counters.norms_patched = len(found)
     logger.info("B-Trans: %d norms carry per-request latents (targets %s)", len(found), list(targets))
     return state
