@@ -177,8 +177,9 @@ class BTransSettings:
         self.mu, self.sigma, self.targets = self.latent.mu, self.latent.sigma, self.latent.targets
         per_head = [t for t in self.targets if NORM_KINDS[t].per_head]
         if per_head:
-            raise ValueError(f"btrans.targets: per-head norms {per_head} carry latents on the Hugging Face side "
-                             f"only; verl's vLLM rollouts cannot apply them")
+            raise ValueError(f"btrans.targets: per-head norms {per_head} are not supported in verl runs: the "
+                             f"rollout engines wrap the hidden-size norms only (vLLM users can opt in with "
+                             f"BTRANS_VLLM_TARGETS; verl does not pass it to its rollout servers)")
         if self.val_mind not in VAL_MINDS:
             raise ValueError(f"btrans.val_mind must be one of {VAL_MINDS}, got {self.val_mind!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:

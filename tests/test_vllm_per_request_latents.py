@@ -199,7 +199,7 @@ def test_malformed_latent_arguments_are_rejected_naming_the_key(llm):
     with pytest.raises(ValueError, match="'mlp'"):
         llm.generate([TokensPrompt(prompt_token_ids=PROMPT)],
                      [SamplingParams(max_tokens=2, extra_args=latent_args(1, 0.1, targets=["mlp"]))])
-    with pytest.raises(ValueError, match=r"\['q_norm'\]: per-head"):
+    with pytest.raises(ValueError, match=r"\['q_norm'\] are not wrapped by this engine"):
         llm.generate([TokensPrompt(prompt_token_ids=PROMPT)],
                      [SamplingParams(max_tokens=2, extra_args=latent_args(1, 0.1, targets=["input_layernorm", "q_norm"]))])
 
@@ -301,9 +301,32 @@ def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
     assert "error" in res and "no norm of this model was wrapped" in res["log"], res
 
 
-def test_a_request_targeting_norms_the_engine_did_not_wrap_fails_loudly(model_dir):
+def test_a_request_targeting_norms_the_engine_did_not_wrap_is_refused(model_dir):
     # BTRANS_VLLM_TARGETS narrows what an engine wraps; a request asking for more must not run half-shifted
     res = _run_engine(model_dir, {"BTRANS_VLLM_TARGETS": "input_layernorm"}, dict(max_model_len=128),
                       [(PROMPT, (4, latent_args(1, 0.5)))])
-    assert "error" in res and "['post_attention_layernorm', 'final_norm'], which this engine did not wrap" in \
-        res["log"], res
+    assert "['post_attention_layernorm', 'final_norm'] are not wrapped by this engine" in res.get("error", ""), res
+
+
+def test_per_head_q_and_k_norms_carry_the_latent_when_the_engine_opts_in_and_match_hf(model_dir):
+    import transformers
+
+    every = ["input_layernorm", "post_attention_layernorm", "final_norm", "q_norm", "k_norm"]
+    reqs = [(PROMPT, (10, latent_args(77, SIGMA, targets=every))), (PROMPT, (10, latent_args(77, SIGMA)))]
+    res = _run_engine(model_dir, {"BTRANS_VLLM_TARGETS": ",".join(every)}, dict(max_model_len=128), reqs)
+    assert "error" not in res, res
+    assert res["counters"][0]["norms_patched"] == 2 * 4 + 1  # 2 layers x (input, post-attention, q, k) + final
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    replay = {}
+    for (prompt, (_, extra)), gen, lps in zip(reqs, res["tokens"], res["logprobs"]):
+        targets = tuple(extra["btrans"].get("targets", ())) or None
+        pop = attach(model, LatentConfig(sigma=SIGMA, **({"targets": targets} if targets else {})), mode="mean")
+        with torch.no_grad(), pop.replay([77]):
+            logp = torch.log_softmax(model(torch.tensor([prompt + gen])).logits[0, len(prompt) - 1:-1], dim=-1)
+        pop.detach()
+        hf = logp[torch.arange(len(gen)), torch.tensor(gen)]
+        assert torch.allclose(torch.tensor(lps), hf, atol=2e-3), (targets, torch.tensor(lps) - hf)
+        replay[targets] = hf
+    # the q / k latents change the model: the two requests (same seed) are different minds
+    assert res["tokens"][0] != res["tokens"][1] or \
+        (torch.tensor(res["logprobs"][0]) - torch.tensor(res["logprobs"][1])).abs().max() > 0.05

@@ -74,16 +74,17 @@ def _patch_front_end() -> None:
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
-    from btrans_verl.latent import NORM_KINDS
     from btrans_verl.vllm.requests import child_extra_args, parse_latent_request
+    from btrans_verl.vllm.worker import engine_targets
 
     def make_process(orig):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
             lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
-            per_head = [t for t in lat.targets if NORM_KINDS[t].per_head] if lat is not None else []
-            if per_head:
-                raise ValueError(f"btrans targets {per_head}: per-head norms carry latents on the Hugging Face "
-                                 f"side only, not in vLLM")
+            unwrapped = [t for t in lat.targets if t not in engine_targets()] if lat is not None else []
+            if unwrapped:  # refused here, before the engine sees it (the worker would stop the engine)
+                raise ValueError(f"btrans targets {unwrapped} are not wrapped by this engine (it wraps "
+                                 f"{list(engine_targets())}; set BTRANS_VLLM_TARGETS before starting vLLM to add "
+                                 f"them)")
             return orig(self, request_id, prompt, params, *args, **kwargs)
 
         return process_inputs

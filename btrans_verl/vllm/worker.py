@@ -62,16 +62,15 @@ class WorkerCounters:
 
 
 def engine_targets() -> tuple[str, ...]:
+    """The norm kinds this engine wraps: `BTRANS_VLLM_TARGETS` (comma-separated) or, by default, every
+    hidden-size norm (`DEFAULT_TARGETS`). Qwen3's per-head `q_norm` / `k_norm` are opt-in here, because every
+    wrapped norm costs its latent computation on every step, whether or not a request targets it."""
     raw = os.environ.get(TARGETS_ENV, "")
     targets = tuple(t.strip() for t in raw.split(",") if t.strip()) or DEFAULT_TARGETS
     unknown = [t for t in targets if t not in NORM_KINDS]
     if unknown:
         raise ValueError(f"{TARGETS_ENV}: unknown target(s) {unknown}; known: {sorted(NORM_KINDS)}")
-    per_head = [t for t in targets if NORM_KINDS[t].per_head]
-    if per_head:
-        raise ValueError(f"{TARGETS_ENV}: per-head norms {per_head} are not supported in vLLM yet "
-                         f"(they see [tokens * heads, head_dim] rows)")
-    return targets
+    return tuple(k for k in NORM_KINDS if k in targets)
 
 
 class LatentState:
@@ -164,8 +163,10 @@ def _wrap_norm(module: torch.nn.Module, state: LatentState, norm_idx: int, kind:
 
     def forward(x, residual=None, *args, **kwargs):
         out = inner(x, residual, *args, **kwargs) if residual is not None else inner(x, *args, **kwargs)
-        normed = out[0] if isinstance(out, tuple) else out  # [tokens, hidden]
+        normed = out[0] if isinstance(out, tuple) else out  # [tokens, hidden] or per-head [tokens, heads, head_dim]
         z = state.latent(normed.shape[0], norm_idx, kind, normed.shape[-1])  # [tokens, hidden]
+        if normed.dim() == 3:  # q_norm / k_norm: one z per token, shared by its heads (as on the HF side)
+            z = z.unsqueeze(1)  # [tokens, 1, head_dim]
         shifted = shift(normed, z)
         return (shifted, *out[1:]) if isinstance(out, tuple) else shifted
 
