@@ -201,7 +201,8 @@ def test_malformed_latent_arguments_are_rejected_naming_the_key(llm):
                      [SamplingParams(max_tokens=2, extra_args=latent_args(1, 0.1, targets=["mlp"]))])
     with pytest.raises(ValueError, match=r"\['q_norm'\] are not wrapped by this engine"):
         llm.generate([TokensPrompt(prompt_token_ids=PROMPT)],
-                     [SamplingParams(max_tokens=2, extra_args=latent_args(1, 0.1, targets=["input_layernorm", "q_norm"]))])
+                     [SamplingParams(max_tokens=2,
+                                     extra_args=latent_args(1, 0.1, targets=["input_layernorm", "q_norm"]))])
 
 
 def test_flat_and_nested_arguments_name_the_same_mind():

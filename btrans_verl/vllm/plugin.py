@@ -2,14 +2,16 @@
 (front end, EngineCore, workers) before any model is built. Nothing for users to do beyond installing us.
 
 What `register()` patches (each wrapper calls the original; requests without a latent run as stock vLLM):
-    front end   InputProcessor.process_inputs   validate a request's latent args (a malformed one is rejected)
+    front end   InputProcessor.process_inputs   validate a request's latent args (a malformed one, or one
+                                                targeting norm kinds the engine does not wrap, is rejected)
                 ParentRequest._get_child_sampling_params
                                                 n > 1: child i gets its own mind, seeds.child_seed(seed, i)
     EngineCore  Request.from_engine_core_request
                                                 salt the request's prefix-cache hash with its mind, so different
                                                 minds never share KV blocks (children included)
     worker      Worker.execute_model            refuse a request carrying a latent if this worker's model has
-                                                no wrapped norm or its runner is not hooked (never silently off)
+                                                no wrapped norm, its runner is not hooked or a norm kind it
+                                                targets was not wrapped (never silently off)
     V1 runner   GPUModelRunner.load_model       wrap the target norms (btrans_verl.vllm.worker.install)
                 (and CPUModelRunner.load_model)
                 GPUModelRunner._prepare_inputs  write this step's per-token keys / mu / sigma
@@ -80,11 +82,11 @@ def _patch_front_end() -> None:
     def make_process(orig):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
             lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
-            unwrapped = [t for t in lat.targets if t not in engine_targets()] if lat is not None else []
+            wrapped = engine_targets() if lat is not None else ()
+            unwrapped = [t for t in lat.targets if t not in wrapped] if lat is not None else []
             if unwrapped:  # refused here, before the engine sees it (the worker would stop the engine)
                 raise ValueError(f"btrans targets {unwrapped} are not wrapped by this engine (it wraps "
-                                 f"{list(engine_targets())}; set BTRANS_VLLM_TARGETS before starting vLLM to add "
-                                 f"them)")
+                                 f"{list(wrapped)}; set BTRANS_VLLM_TARGETS before starting vLLM to add them)")
             return orig(self, request_id, prompt, params, *args, **kwargs)
 
         return process_inputs
