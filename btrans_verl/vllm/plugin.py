@@ -6,6 +6,8 @@ What `register()` patches (each wrapper calls the original; requests without a l
                                                 targeting norm kinds the engine does not wrap, is rejected)
                 ParentRequest._get_child_sampling_params
                                                 n > 1: child i gets its own mind, seeds.child_seed(seed, i)
+    all         VllmConfig.compute_hash          add our wrappers to the key of vLLM's compile caches, so a graph
+                                                compiled without them is never loaded for an engine with them
     EngineCore  Request.from_engine_core_request
                                                 salt the request's prefix-cache hash with its mind, so different
                                                 minds never share KV blocks (children included)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import logging
 import os
 
@@ -124,6 +127,28 @@ def _patch_engine_core() -> None:
         return from_engine_core_request
 
     _wrap(Request, "from_engine_core_request", make)
+
+
+# ---------------------------------------------------------------------------------------------- compile cache
+def _patch_compile_cache() -> None:
+    """vLLM keys its on-disk torch.compile caches (the AOT cache, keyed before tracing, and the piecewise
+    backend's) with `VllmConfig.compute_hash()`, which knows nothing of us: a graph compiled without our norm
+    wrappers (plugin disabled, or other wrapped kinds) would be loaded by an engine whose requests carry
+    latents, and every latent would vanish silently. Our wrappers go into that hash."""
+    from vllm.config import VllmConfig
+
+    from btrans_verl import __version__
+    from btrans_verl.vllm.worker import engine_targets
+
+    def make(orig):
+        def compute_hash(self):
+            base = orig(self)
+            ours = f"btrans-verl {__version__}: latents after {','.join(engine_targets())}"
+            return hashlib.sha256(f"{base}|{ours}".encode()).hexdigest()[: len(base)]
+
+        return compute_hash
+
+    _wrap(VllmConfig, "compute_hash", make)
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -225,6 +250,7 @@ def register() -> None:
         apply_vllm_patches()
     _patch_front_end()
     _patch_engine_core()
+    _patch_compile_cache()
     _patch_worker()
     _patch_runner()
     _registered = True
