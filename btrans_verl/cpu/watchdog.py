@@ -202,6 +202,10 @@ class DriverWatchdog:
                 label += f" {actor['name']!r}"
             _say(f"Ray actor {label} (pid {actor.get('pid')}) died: {reason}")
         _say(f"aborting the run (exit code {EXIT_CODE}); killing this job's actor processes on this node")
+        # Once the actors are gone (or Ray shuts down below) the main thread may leave its ray.get and end the
+        # interpreter before this thread reaches os._exit: its exit code would then be verl's, possibly 0. The
+        # last atexit handler registered runs first, so the run's exit code is ours whichever thread ends it.
+        atexit.register(_exit_aborted)
         try:
             killed = kill_process_trees(alive_actor_pids(self.job_id, self.node_id))
             _say(f"killed {killed} processes")
@@ -211,12 +215,24 @@ class DriverWatchdog:
         # agents, which otherwise outlive the driver); on a cluster it only joined, it just disconnects. It runs
         # in a helper thread because the main thread may be blocked inside ray.get: give it a bounded time.
         self.stop()
-        closer = threading.Thread(target=_quiet_shutdown, daemon=True)
-        closer.start()
-        closer.join(timeout=15)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_CODE)
+        _exit_aborted()
+
+
+_closer: threading.Thread | None = None
+_closer_lock = threading.Lock()
+
+
+def _exit_aborted() -> None:
+    """Shut Ray down (once, at most 15 s, whichever thread gets here first) and exit with EXIT_CODE."""
+    global _closer
+    with _closer_lock:
+        if _closer is None:
+            _closer = threading.Thread(target=_quiet_shutdown, daemon=True)
+            _closer.start()
+    _closer.join(timeout=15)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CODE)
 
 
 def _quiet_shutdown() -> None:
