@@ -278,7 +278,11 @@ def validate_run_config(cfg) -> BTransSettings | None:
       vLLM; verl's other rollouts are not served);
     * task ttrl: `actor_rollout_ref.rollout.n` must equal `btrans.ttrl.n_votes` (the rollout generates all the
       voters), and a group advantage estimator (GRPO, RLOO, ...) needs `btrans.ttrl.n_samples` >= 2;
-    * task rlvr: a group advantage estimator needs `actor_rollout_ref.rollout.n` >= 2.
+    * task rlvr: a group advantage estimator needs `actor_rollout_ref.rollout.n` >= 2;
+    * vLLM engine layouts the latent cannot follow (`_check_engine_layout`): dual batch overlap
+      (`actor_rollout_ref.rollout.engine_kwargs.vllm.enable_dbo`), and speculative decoding
+      (`...engine_kwargs.vllm.speculative_config`, or `actor_rollout_ref.model.mtp` with `enable_rollout`)
+      with `btrans.granularity=token`. Tensor, pipeline and data parallelism are supported.
 
     Meant to run in the driver before Ray starts (the Hydra callback `ValidateRunConfig` does that).
     """
@@ -317,8 +321,32 @@ def validate_run_config(cfg) -> BTransSettings | None:
         logger.warning("B-Trans: actor_rollout_ref.rollout.temperature is %s, not 1.0 (the recipes use 1.0)",
                        temperature)
     _check_wiring(cfg, settings)
+    if settings.enable:
+        _check_engine_layout(cfg, settings)
 
     return settings
+
+
+def _check_engine_layout(cfg, settings: BTransSettings) -> None:
+    """Refuse vLLM engine settings under which the latent would not be the one promised (the plugin refuses
+    them too, per request; here the run stops before Ray starts)."""
+    vllm_kwargs = _select(cfg, "actor_rollout_ref.rollout.engine_kwargs.vllm") or {}
+    vllm_kwargs = vllm_kwargs if isinstance(vllm_kwargs, Mapping) else {}
+    if vllm_kwargs.get("enable_dbo"):
+        raise ValueError("actor_rollout_ref.rollout.engine_kwargs.vllm.enable_dbo must be false with B-Trans on: "
+                         "dual batch overlap runs micro-batches on slices of the batch that the per-token latent "
+                         "rows do not follow")
+    if settings.granularity == "token":
+        mtp = _select(cfg, "actor_rollout_ref.model.mtp") or _select(cfg, "actor_rollout_ref.rollout.mtp") or {}
+        mtp = mtp if isinstance(mtp, Mapping) else {}
+        for key, on in (("actor_rollout_ref.rollout.engine_kwargs.vllm.speculative_config",
+                         vllm_kwargs.get("speculative_config") is not None),
+                        ("actor_rollout_ref.model.mtp.enable_rollout",
+                         bool(mtp.get("enable")) and bool(mtp.get("enable_rollout")))):
+            if on:
+                raise ValueError(f"{key}: speculative decoding is not supported with btrans.granularity=token "
+                                 f"(per-token latents would drift from the Hugging Face replay); use granularity "
+                                 f"sequence, the paper's method")
 
 
 def _check_wiring(cfg, settings: BTransSettings) -> None:

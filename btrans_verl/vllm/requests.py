@@ -116,9 +116,18 @@ def parse_latent_request(extra_args: Mapping[str, Any] | None) -> LatentRequest 
         seed = int(seed)
     if isinstance(seed, float) and seed.is_integer():
         raise ValueError(f"btrans seed must be an integer, got float {seed!r} (precision would be lost)")
-    return LatentRequest(seed=seed, **{k: (float(v) if k in ("sigma", "mu") and isinstance(v, (int, str))
-                                            and not isinstance(v, bool) else v)
+    return LatentRequest(seed=seed, **{k: (_as_float(k, v) if k in ("sigma", "mu") else v)
                                        for k, v in fields.items() if k != "seed"})
+
+
+def _as_float(name: str, value: Any) -> Any:
+    """sigma / mu as given (ints and numeric strings from JSON become floats); LatentRequest checks the rest."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return value
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"btrans {name} must be a finite number, got {value!r}") from None
 
 
 def child_extra_args(extra_args: Mapping[str, Any] | None, index: int) -> dict[str, Any] | None:

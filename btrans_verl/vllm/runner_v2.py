@@ -114,6 +114,10 @@ def _make_load(orig):
         if getattr(self, "_btrans", None) is None or getattr(self, "_btrans_model", None) is not model:
             model_type = getattr(self.model_config.hf_config, "model_type", None)
             max_tokens = int(getattr(self, "max_num_tokens", None) or self.scheduler_config.max_num_batched_tokens)
+            self._btrans_refusal = W.engine_refusal(getattr(self, "vllm_config", None))
+            if self._btrans_refusal is not None:
+                logger.error("B-Trans: latents disabled for this engine: %s", self._btrans_refusal)
+                return result
             self._btrans = W.install(model, model_type, max_tokens, self.device)
             self._btrans_model = model
         if self._btrans is not None:

@@ -15,6 +15,8 @@ How a latent reaches a token (V1 model runner, CPU and GPU):
                       i.e. a zero latent.
     3. forward        norm output [tokens, hidden] + (mu + sigma * NORMAL_TABLE[hash(keys, norm, h)]):
                       the same ops for every batch, no Python branching on request content, graph-safe.
+    4. wake_up        after sleep mode wakes the weights up (level 2 leaves every tensor allocated in
+                      `load_model` undefined), `restore()` rebuilds the table, salts and rows in place.
 
 The per-request state is its `LatentRequest` (seed, mu, sigma, granularity, targets: a few bytes); the per-step cost
 outside the forward is one vectorised pass over the scheduled tokens. Batch reordering, requests joining and
@@ -73,6 +75,29 @@ def engine_targets() -> tuple[str, ...]:
     return tuple(k for k in NORM_KINDS if k in targets)
 
 
+def engine_refusal(vllm_config) -> str | None:
+    """Why this engine cannot carry latents at all (None: it can). Dual batch overlap (`enable_dbo`) runs the
+    forward on token slices of the batch while the wrappers read latent rows from 0, so the second slice
+    would get the first one's latents."""
+    parallel = getattr(vllm_config, "parallel_config", None)
+    if getattr(parallel, "enable_dbo", False):
+        return ("dual batch overlap (enable_dbo=True) splits the batch into micro-batches that the latent rows do "
+                "not follow; start the engine without enable_dbo to serve B-Trans requests")
+    return None
+
+
+def request_refusal(vllm_config, lat: LatentRequest) -> str | None:
+    """Why this engine cannot serve this request's latent (None: it can)."""
+    reason = engine_refusal(vllm_config)
+    if reason is not None:
+        return reason
+    if lat.granularity == "token" and getattr(vllm_config, "speculative_config", None) is not None:
+        return ("btrans granularity 'token' is not supported with speculative decoding (token positions are read "
+                "before rejected drafts are accounted, so per-token latents would drift from the Hugging Face "
+                "replay); use granularity 'sequence' or an engine without speculative_config")
+    return None
+
+
 class LatentState:
     """The buffers and request table of one model runner. `kinds`: the wrapped norm kinds (one mu / sigma row
     each, so that a request's `targets` choose which of them carry its latent)."""
@@ -83,11 +108,27 @@ class LatentState:
         self.keys = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
         self.mu = torch.zeros(len(kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, max_tokens]
         self.sigma = torch.zeros(len(kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, max_tokens]
-        self.table = normal_table().to(device)  # [65536]
-        self.salts = {h: element_salts(h).to(device) for h in hidden_sizes}  # {hidden: [hidden]}
+        # copies (never aliases of the contract's cached CPU tensors, which the canary compares against)
+        self.table = normal_table().to(device, copy=True)  # [65536]
+        self.salts = {h: element_salts(h).to(device, copy=True) for h in hidden_sizes}  # {hidden: [hidden]}
         self.requests: dict[str, LatentRequest | None] = {}
         self.counters = WorkerCounters()
+        self.norms: dict[str, tuple[int, int]] = {}  # wrapped module name -> (norm index, kind row)
         self._filled = 0  # rows written last step (to reset)
+
+    # ------------------------------------------------------------------------------------------ sleep / wake
+    def restore(self) -> None:
+        """Rebuild every tensor the latent reads, in place (same addresses: compiled graphs and captured CUDA
+        graphs keep reading them): the normal table and element salts from the contract, the per-token rows
+        zeroed. Run after vLLM wakes the weights up: sleep level 2 (verl's default in hybrid mode) discards the
+        memory pool that `load_model` allocated them in and restores only the model's registered buffers."""
+        self.table.copy_(normal_table())
+        for hidden, salts in self.salts.items():
+            salts.copy_(element_salts(hidden))
+        self.keys.zero_()
+        self.mu.zero_()
+        self.sigma.zero_()
+        self._filled = 0
 
     # ------------------------------------------------------------------------------------------ per step
     def lookup(self, req_id: str, sampling_params) -> LatentRequest | None:
@@ -170,38 +211,54 @@ def _wrap_norm(module: torch.nn.Module, state: LatentState, norm_idx: int, kind:
         shifted = shift(normed, z)
         return (shifted, *out[1:]) if isinstance(out, tuple) else shifted
 
+    forward.btrans_state = state  # what the canary checks: this module's forward is ours, fed by `state`
     module.forward = forward
     module.btrans_norm_index = norm_idx
 
 
+def is_missing_layer(module: torch.nn.Module) -> bool:
+    """vLLM's pipeline-parallel placeholder (`PPMissingLayer`): a norm that lives on another stage."""
+    return type(module).__name__ == "PPMissingLayer"
+
+
 def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: torch.device) -> LatentState | None:
     """Wrap the target norms of a freshly loaded vLLM model. Returns None (and logs why) when nothing can be
-    wrapped; requests carrying a latent are then refused by `guard_requests`."""
+    wrapped; requests carrying a latent are then refused by the plugin's `Worker.execute_model` guard.
+
+    Pipeline parallelism: a stage holds only its own layers; norms of other stages are `PPMissingLayer`
+    placeholders (the final norm, on every stage but the last) or absent. They are skipped; a kind counts as
+    present when any stage has it, so every stage keeps one mu / sigma row per engine target."""
     targets = engine_targets()
     try:
         check_family(model_type, targets)
     except ValueError as e:
         logger.warning("B-Trans: latents disabled for this engine: %s", e)
         return None
-    found = []
+    found, elsewhere = [], set()
     for name, module in model.named_modules():
         hit = match_norm(name, targets)
         if hit is None:
             continue
+        if is_missing_layer(module):
+            elsewhere.add(hit[0])
+            continue
         if not hasattr(module, "weight") or "norm" not in type(module).__name__.lower():
             raise RuntimeError(f"B-Trans: {name} matched target {hit[0]} but is a {type(module).__name__}")
-        found.append((name, hit[1], module))
-    missing = sorted(set(targets) - {match_norm(n, targets)[0] for n, _, _ in found})
+        found.append((name, hit, module))
+    present = {kind for _, (kind, _), _ in found} | elsewhere
+    missing = sorted(set(targets) - present)
     if not found or missing:
         logger.warning("B-Trans: latents disabled for this engine: targets %s match no module", missing or targets)
         return None
     hidden_sizes = {int(m.weight.shape[-1]) for _, _, m in found}
     kinds = tuple(k for k in NORM_KINDS if k in targets)
     state = LatentState(max_tokens, device, hidden_sizes, kinds)
-    for name, idx, module in found:
-        _wrap_norm(module, state, idx, kinds.index(match_norm(name, targets)[0]))
+    for name, (kind, idx), module in found:
+        _wrap_norm(module, state, idx, kinds.index(kind))
+        state.norms[name] = (idx, kinds.index(kind))
     state.counters.norms_patched = len(found)
-    logger.info("B-Trans: %d norms carry per-request latents (targets %s)", len(found), list(targets))
+    logger.info("B-Trans: %d norms carry per-request latents (targets %s%s)", len(found), list(targets),
+                f"; on other pipeline stages: {sorted(elsewhere)}" if elsewhere else "")
     return state
 
 

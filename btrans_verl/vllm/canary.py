@@ -1,0 +1,216 @@
+"""The canary: each worker proves that what its wrapped norms add is the contract's z, checked on content.
+
+    llm.collective_rpc("btrans_canary")        # one report per worker (the trainer's guard calls it every step)
+
+Counters prove that requests carried latents; they cannot see a latent that reached the model wrong (a table
+wiped by sleep mode, a norm whose wrapper was replaced, a compiled graph traced without our wrappers). The
+canary checks content, outside the forward, for one fixed mind (`CANARY_SEED`, mu `CANARY_MU`, sigma
+`CANARY_SIGMA`, every wrapped kind):
+
+    graph   (V1 runner, last pipeline stage, final norm wrapped, no data parallelism) two dummy forwards of one
+            token through the graph the runner really executes (compiled / CUDA graph included), with and
+            without the canary's final-norm latent; the difference of their final hidden states must be the
+            contract's z of the final norm. A graph traced without our wrappers (or reading copies of our
+            buffers) gives zero. Run first, unconditionally, so every tensor-parallel rank runs the same
+            collectives.
+    eager   every target norm of the module tree the runner calls is wrapped by this worker's state, and, fed
+            zeros (RMSNorm(0) = 0), returns exactly z = mu + sigma * NORMAL_TABLE[hash(seed, norm, h)] computed
+            fresh on the CPU by `btrans_verl.latent` (not from the engine's device copies).
+
+Each report names its worker (`rank`, `tp_rank`, `pp_rank`, `dp_rank`), says `ok`, lists `errors` and what
+was checked. `check_canary_reports` turns failed reports into one error naming the server and the ranks.
+The buffers are left zeroed (the next step rewrites the rows it uses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+
+import torch
+
+from btrans_verl.latent import (
+    NORM_KINDS,
+    element_salts,
+    hypothesis_key,
+    latent_from_keys,
+    match_norm,
+    normal_table,
+    norm_index,
+)
+from btrans_verl.vllm.counters import LatentNotAppliedError
+from btrans_verl.vllm.worker import LatentState, is_missing_layer
+
+logger = logging.getLogger("btrans_verl.vllm")
+
+CANARY_SEED = 0x0B7A_5CA2_A121
+CANARY_MU = 0.25
+CANARY_SIGMA = 1.0
+
+# relative tolerance per activation dtype: a few units in the last place of the shifted value
+_RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+class LatentContentError(LatentNotAppliedError):
+    """A worker's norms do not add the contract's z for the canary mind."""
+
+
+def worker_ranks(worker) -> dict[str, int]:
+    """Where a worker sits: its global rank and its tensor-, pipeline- and data-parallel ranks."""
+    ranks = {"rank": int(getattr(worker, "rank", 0) or 0), "tp_rank": 0, "pp_rank": 0, "pp_last": 1, "dp_rank": 0}
+    try:
+        from vllm.distributed.parallel_state import get_pp_group, get_tp_group
+
+        ranks["tp_rank"] = int(get_tp_group().rank_in_group)
+        pp = get_pp_group()
+        ranks["pp_rank"], ranks["pp_last"] = int(pp.rank_in_group), int(pp.is_last_rank)
+    except (ImportError, AssertionError, AttributeError):  # groups not initialised (single-process tests)
+        pass
+    parallel = getattr(getattr(worker, "vllm_config", None), "parallel_config", None)
+    # dense models' engine cores reset data_parallel_rank to 0; data_parallel_index keeps the engine's DP index
+    index = getattr(parallel, "data_parallel_index", None)
+    ranks["dp_rank"] = int(index if index is not None else getattr(parallel, "data_parallel_rank", 0) or 0)
+    return ranks
+
+
+def reference_latent(idx: int, hidden: int, seed: int = CANARY_SEED, mu: float = CANARY_MU,
+                     sigma: float = CANARY_SIGMA) -> torch.Tensor:
+    """The contract's z for one norm, computed on the CPU from `btrans_verl.latent`: float32 [hidden]."""
+    keys = hypothesis_key(torch.tensor([seed]))  # [1]
+    return latent_from_keys(keys, idx, hidden, mu, sigma, table=normal_table(), salts=element_salts(hidden))[0]
+
+
+def _matches(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, scale: torch.Tensor | None = None) -> float:
+    """Largest violation of |got - want| <= rtol * (|want| + scale) + 1e-6 (0.0 when it holds; inf for NaN)."""
+    got, want = got.float().cpu(), want.to(dtype).float().cpu()
+    bound = _RTOL.get(dtype, 1e-5) * (want.abs() + (scale.float().cpu().abs() if scale is not None else 0)) + 1e-6
+    err = (got - want).abs() - bound
+    if not torch.isfinite(got).all():
+        return float("inf")
+    return max(float(err.max()), 0.0)
+
+
+@contextlib.contextmanager
+def _holding(state: LatentState):
+    """The canary owns the buffers: last step's rows zeroed, row 0 free; zeroed again afterwards."""
+    try:
+        state.keys.zero_(), state.mu.zero_(), state.sigma.zero_()
+        state._filled = 0  # (a V2 dummy run's `prepare_dummy_inputs` then leaves the rows alone)
+        state.keys[0] = int(hypothesis_key(torch.tensor(CANARY_SEED)))
+        yield
+    finally:
+        state.keys.zero_(), state.mu.zero_(), state.sigma.zero_()
+
+
+def _set_row0(state: LatentState, rows: list[int]) -> None:
+    state.mu[:, 0].zero_(), state.sigma[:, 0].zero_()
+    for r in rows:
+        state.mu[r, 0], state.sigma[r, 0] = CANARY_MU, CANARY_SIGMA
+
+
+def _dummy_forward(runner) -> torch.Tensor:
+    """Final hidden states of a one-token dummy batch through the graph the runner executes: [hidden]."""
+    params = inspect.signature(runner._dummy_run).parameters
+    # force_attention: fresh attention metadata (slot mapping -1: no KV write; without it attention returns
+    # an unwritten buffer and two dummy forwards differ)
+    kwargs = {k: v for k, v in (("force_attention", True), ("skip_eplb", True), ("allow_microbatching", False),
+                                ("remove_lora", True))
+              if k in params}
+    out = runner._dummy_run(1, **kwargs)
+    hidden = out[0] if isinstance(out, tuple) else out
+    return hidden[0].detach().clone()
+
+
+def graph_check(runner, state: LatentState, ranks: dict[str, int]) -> tuple[list[str], str]:
+    """(errors, what was done) of the graph check (see the module docstring)."""
+    final = "final_norm" in state.kinds and any(match_norm(n, ("final_norm",)) for n in state.norms)
+    config = getattr(runner, "vllm_config", None)
+    dp = int(getattr(getattr(config, "parallel_config", None), "data_parallel_size", 1) or 1)
+    if not hasattr(runner, "_dummy_run"):
+        return [], f"skipped: {type(runner).__name__} has no _dummy_run"
+    if dp > 1:
+        return [], "skipped: data parallel (dummy forwards would have to be coordinated across DP ranks)"
+    if not ranks.get("pp_last", 1) or not final:
+        return [], "skipped: the final norm is not wrapped on this pipeline stage"
+    row = state.kinds.index("final_norm")
+    with _holding(state):
+        _set_row0(state, [])
+        plain = _dummy_forward(runner)  # [hidden]
+        _set_row0(state, [row])
+        shifted = _dummy_forward(runner)  # [hidden]
+    want = reference_latent(norm_index(None, "final_norm"), plain.shape[-1])
+    err = _matches(shifted.float() - plain.float(), want, plain.dtype, scale=plain)
+    if err > 0:
+        got = (shifted.float() - plain.float()).cpu()
+        return [f"the graph this runner executes does not add the contract's latent at the final norm (max "
+                f"|error| beyond tolerance {err:.3g}; it added {got[:4].tolist()}... for z {want[:4].tolist()}...): "
+                f"a stale compiled graph, or one reading copies of the latent buffers"], "failed"
+    return [], "ok"
+
+
+def eager_check(model: torch.nn.Module, state: LatentState) -> tuple[list[str], int]:
+    """(errors, norms checked) of the per-norm check (see the module docstring)."""
+    errors = []
+    live = {name: m for name, m in model.named_modules()
+            if match_norm(name, state.kinds) is not None and not is_missing_layer(m)}
+    for name in sorted(set(state.norms) - set(live)):
+        errors.append(f"{name} was wrapped at load time but is not in the model the runner calls")
+    checked = 0
+    with _holding(state):
+        _set_row0(state, list(range(len(state.kinds))))
+        for name, module in sorted(live.items()):
+            if getattr(module.forward, "btrans_state", None) is not state:
+                errors.append(f"{name}: its forward is not this worker's B-Trans wrapper (unwrapped or replaced)")
+                continue
+            idx, _ = state.norms.get(name, (None, None))
+            kind = match_norm(name, state.kinds)[0]
+            hidden = int(module.weight.shape[-1])
+            shape = (1, 1, hidden) if NORM_KINDS[kind].per_head else (1, hidden)
+            x = torch.zeros(shape, dtype=module.weight.dtype, device=state.device)
+            with torch.no_grad():
+                out = module(x)
+            out = (out[0] if isinstance(out, tuple) else out).reshape(-1)  # [hidden]
+            want = reference_latent(idx, hidden)
+            err = _matches(out, want, x.dtype)
+            if err > 0:
+                errors.append(f"{name}: adds {out[:4].float().cpu().tolist()}... for the canary mind, the contract "
+                              f"says {want[:4].tolist()}... (max |error| beyond tolerance {err:.3g}): its table, "
+                              f"salts or buffers are not the contract's")
+            checked += 1
+    return errors, checked
+
+
+def run_canary(worker) -> dict:
+    """One worker's canary report (installed as `Worker.btrans_canary`)."""
+    runner = worker.model_runner
+    report = {**worker_ranks(worker), "runner": f"{type(runner).__module__}.{type(runner).__name__}", "ok": False,
+              "norms_checked": 0, "graph": "not run", "errors": []}
+    state = getattr(runner, "_btrans", None)
+    if state is None:
+        report["errors"].append("no norm of this model carries latents (see the worker log)")
+        return report
+    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+    graph_errors, report["graph"] = graph_check(runner, state, report)
+    eager_errors, report["norms_checked"] = eager_check(model, state)
+    report["errors"] = graph_errors + eager_errors
+    if report["norms_checked"] != state.counters.norms_patched:
+        report["errors"].append(f"{report['norms_checked']} norms checked, {state.counters.norms_patched} wrapped")
+    report["ok"] = not report["errors"]
+    if not report["ok"]:
+        logger.error("B-Trans canary failed on rank %d: %s", report["rank"], report["errors"])
+    return report
+
+
+def check_canary_reports(server: str, reports) -> None:
+    """Raise LatentContentError naming the server and every failing rank; also when no worker answered."""
+    if not isinstance(reports, list) or not reports:
+        raise LatentContentError(f"vLLM server {server}: btrans_canary returned {reports!r}, not one report per "
+                                 f"worker")
+    bad = [r for r in reports if not (isinstance(r, dict) and r.get("ok"))]
+    if bad:
+        lines = "; ".join(
+            f"rank {r.get('rank')} (tp {r.get('tp_rank')}, pp {r.get('pp_rank')}, dp {r.get('dp_rank')}): "
+            f"{' | '.join(r.get('errors') or ['no report'])}" if isinstance(r, dict) else repr(r) for r in bad)
+        raise LatentContentError(f"B-Trans canary failed on vLLM server {server}: the latent its norms add is not "
+                                 f"the contract's z. {lines}")
