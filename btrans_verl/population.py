@@ -65,10 +65,9 @@ def rollout_servers() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def vllm_counters() -> tuple[dict[str, dict[str, int]], int]:
+def vllm_counters(servers: dict[str, str]) -> dict[str, dict[str, int]]:
     """Every rollout vLLM worker's B-Trans counters summed per server role ({"serve": ..., "decode": ...}; each
-    request counted once per role, see `sum_worker_counters`), and the number of servers asked."""
-    servers = rollout_servers()
+    request counted once per role, see `sum_worker_counters`); `servers` from `rollout_servers()`."""
     replies: dict[str, list] = {}
     for name, role in servers.items():
         per_worker = ray.get(ray.get_actor(name).collective_rpc.remote("btrans_counters"))
@@ -76,15 +75,15 @@ def vllm_counters() -> tuple[dict[str, dict[str, int]], int]:
             raise LatentNotAppliedError(f"vLLM server {name} returned {per_worker!r} for btrans_counters: is the "
                                         f"btrans-verl verl plugin loaded in the server actor?")
         replies.setdefault(role, []).extend(per_worker)
-    return {role: sum_worker_counters(r) for role, r in replies.items()}, len(servers)
+    return {role: sum_worker_counters(r) for role, r in replies.items()}
 
 
-def check_vllm_canaries() -> int:
+def check_vllm_canaries(servers: dict[str, str]) -> int:
     """Run the content canary (`btrans_verl.vllm.canary`) on every rollout server; raise LatentContentError naming
     the server and the ranks whose norms do not add the contract's z. Returns the number of workers checked.
     Called while the rollout engines are awake (verl puts them to sleep after the replay buffer's sample())."""
     checked = 0
-    for name in rollout_servers():
+    for name in servers:
         reports = ray.get(ray.get_actor(name).collective_rpc.remote("btrans_canary"))
         check_canary_reports(name, reports)
         checked += len(reports)
@@ -170,16 +169,18 @@ class BTransReplayBuffer(ReplayBuffer):
                                select_fields=["btrans_seed", "uid", "extra_fields"])
         seeds = [int(s) for s in _as_list(data["btrans_seed"])]
         found = batch_metrics(seeds, _as_list(data["uid"]), _as_list(data["extra_fields"]), self.btrans.task)
-        per_role, servers = vllm_counters()
+        servers = rollout_servers()
+        per_role = vllm_counters(servers)
         deltas = {role: counter_delta(c, self._last_counters.get(role, {})) for role, c in per_role.items()}
         self._last_counters = per_role
         for delta in deltas.values() or [{}]:  # disaggregated: the prefill and the decode engines both apply it
-            check_latents_applied(self.btrans.enable, int(found["btrans/trajectories_with_latent"]), delta, servers)
+            check_latents_applied(self.btrans.enable, int(found["btrans/trajectories_with_latent"]), delta,
+                                  len(servers))
         role = "decode" if "decode" in deltas else "serve"
         found.update({f"btrans/vllm/{k}": float(v) for k, v in deltas.get(role, {}).items()})
         found["btrans/vllm/norms_patched"] = float(per_role.get(role, {}).get("norms_patched", 0))
         if self.btrans.enable:
-            found["btrans/vllm/canary_workers"] = float(check_vllm_canaries())
+            found["btrans/vllm/canary_workers"] = float(check_vllm_canaries(servers))
         found["btrans/enable"] = float(self.btrans.enable)
         found["btrans/sigma"] = float(self.btrans.sigma)
         self._export(found)

@@ -51,10 +51,8 @@ REQUEST_MODELS = (
 
 
 def _error_class() -> type[ValueError]:
-    try:
-        from vllm.exceptions import VLLMValidationError
-    except ImportError:  # no vLLM: nothing maps it to a status anyway
-        return type("BadLatentRequest", (ValueError,), {"__doc__": "A malformed btrans latent in a request."})
+    from vllm.exceptions import VLLMValidationError
+
     bases = (VLLMValidationError,) if issubclass(VLLMValidationError, ValueError) else \
         (VLLMValidationError, ValueError)
     return type("BadLatentRequest", bases, {"__doc__": "A malformed btrans latent in a request (HTTP 400).",
@@ -65,10 +63,7 @@ BadLatentRequest = _error_class()
 
 
 def _bad_request(message: str) -> ValueError:
-    try:
-        return BadLatentRequest(message, parameter=PARAMETER)
-    except TypeError:  # a ValueError-only fallback class takes no keywords
-        return BadLatentRequest(message)
+    return BadLatentRequest(message, parameter=PARAMETER)
 
 
 def _is_vllm_error(exc: BaseException) -> bool:
