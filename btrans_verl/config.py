@@ -179,7 +179,7 @@ class BTransSettings:
         if per_head:
             raise ValueError(f"btrans.targets: per-head norms {per_head} are not supported in verl runs: the "
                              f"rollout engines wrap the hidden-size norms only (vLLM users can opt in with "
-                             f"BTRANS_VLLM_TARGETS; verl does not pass it to its rollout servers)")
+                             f"additional_config['btrans']['targets'])")
         if self.val_mind not in VAL_MINDS:
             raise ValueError(f"btrans.val_mind must be one of {VAL_MINDS}, got {self.val_mind!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:
@@ -279,6 +279,8 @@ def validate_run_config(cfg) -> BTransSettings | None:
     * task ttrl: `actor_rollout_ref.rollout.n` must equal `btrans.ttrl.n_votes` (the rollout generates all the
       voters), and a group advantage estimator (GRPO, RLOO, ...) needs `btrans.ttrl.n_samples` >= 2;
     * task rlvr: a group advantage estimator needs `actor_rollout_ref.rollout.n` >= 2;
+    * the rollout engines' opt-in (`actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans`, set
+      by conf/btrans/on.yaml) must agree with btrans.enable / targets / granularity (`_check_engine_opt_in`);
     * vLLM engine layouts the latent cannot follow (`_check_engine_layout`): dual batch overlap
       (`actor_rollout_ref.rollout.engine_kwargs.vllm.enable_dbo`), and speculative decoding
       (`...engine_kwargs.vllm.speculative_config`, or `actor_rollout_ref.model.mtp` with `enable_rollout`)
@@ -321,10 +323,52 @@ def validate_run_config(cfg) -> BTransSettings | None:
         logger.warning("B-Trans: actor_rollout_ref.rollout.temperature is %s, not 1.0 (the recipes use 1.0)",
                        temperature)
     _check_wiring(cfg, settings)
+    _check_engine_opt_in(cfg, settings)
     if settings.enable:
         _check_engine_layout(cfg, settings)
 
     return settings
+
+
+ENGINE_OPT_IN = "actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans"
+
+
+def _check_engine_opt_in(cfg, settings: BTransSettings) -> None:
+    """The rollout engines' B-Trans settings (`btrans_verl.vllm.settings`, derived from btrans.* by
+    conf/btrans/on.yaml) must say what btrans.* says: opted in with the run's targets and granularity when B-Trans
+    is on (or the rollout would refuse every latent, or wrap other norms), stock engines when it is off (the
+    baseline runs the plain model at stock speed)."""
+    from btrans_verl.vllm.settings import parse_engine_settings
+
+    raw = _select(cfg, ENGINE_OPT_IN)
+    try:
+        engine = parse_engine_settings(_plain(raw))
+    except ValueError as e:
+        raise ValueError(f"{ENGINE_OPT_IN}: {e}") from None
+    if not settings.enable:
+        if engine is not None:
+            raise ValueError(f"{ENGINE_OPT_IN} opts the rollout engines in to B-Trans while btrans.enable is false: "
+                             f"the baseline must run stock engines (set {ENGINE_OPT_IN}.enable=false or leave it "
+                             f"to +btrans=off), got {raw!r}")
+        return
+    if engine is None:
+        raise ValueError(f"{ENGINE_OPT_IN} does not opt the rollout engines in to B-Trans (got {raw!r}): every "
+                         f"latent would be refused; leave it to +btrans=on, which derives it from btrans.*")
+    if set(engine.targets) != set(settings.targets) or engine.granularity != settings.granularity:
+        raise ValueError(f"{ENGINE_OPT_IN} ({engine.describe()}) differs from btrans.targets / btrans.granularity "
+                         f"({list(settings.targets)}, {settings.granularity}): leave it to +btrans=on, which derives "
+                         f"it from btrans.*")
+
+
+def _plain(value):
+    """An OmegaConf node as plain Python (interpolations resolved); anything else unchanged."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def _check_engine_layout(cfg, settings: BTransSettings) -> None:

@@ -98,9 +98,10 @@ def hypothesis_key(seeds, positions=None) -> torch.Tensor:
     return key
 
 
-def norm_key(keys: torch.Tensor, norm_idx: int) -> torch.Tensor:
-    """Key of one wrapped norm's independent draw, from hypothesis keys (any shape)."""
-    salt = mix32((norm_idx & MASK32) ^ K_NORM)  # a Python int: mix32 is exact on ints and tensors alike
+def norm_key(keys: torch.Tensor, norm_idx) -> torch.Tensor:
+    """Key of one wrapped norm's independent draw, from hypothesis keys (any shape). `norm_idx`: an int, or an
+    int64 tensor broadcast against keys (many norms in one pass: keys [R, 1], norm_idx [N] -> [R, N])."""
+    salt = mix32((norm_idx & MASK32) ^ K_NORM)  # mix32 is exact on Python ints and int64 tensors alike
     return mix32(keys ^ salt)
 
 
@@ -132,10 +133,11 @@ def _on_device(device: torch.device, name: str, make, arg: int = 0) -> torch.Ten
     return _DEVICE_COPIES[k]
 
 
-def standard_normal_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int,
+def standard_normal_from_keys(keys: torch.Tensor, norm_idx, hidden: int,
                               table: torch.Tensor | None = None, salts: torch.Tensor | None = None) -> torch.Tensor:
-    """eps for each key: float32 [*keys.shape, hidden]. `table` / `salts` are `normal_table()` and
-    `element_salts(hidden)` on keys' device; engines pass their own fixed-address copies (graph capture)."""
+    """eps for each key: float32 [*shape, hidden], shape = keys.shape (broadcast with `norm_idx` when it is a
+    tensor). `table` / `salts` are `normal_table()` and `element_salts(hidden)` on keys' device; engines pass
+    their own fixed-address copies (graph capture)."""
     if table is None:
         table = _on_device(keys.device, "table", normal_table)  # [65536]
     if salts is None:
@@ -144,10 +146,11 @@ def standard_normal_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int,
     return table[u >> (32 - TABLE_BITS)]  # [..., hidden] float32
 
 
-def latent_from_keys(keys: torch.Tensor, norm_idx: int, hidden: int, mu=0.0, sigma=1.0,
+def latent_from_keys(keys: torch.Tensor, norm_idx, hidden: int, mu=0.0, sigma=1.0,
                      table: torch.Tensor | None = None, salts: torch.Tensor | None = None) -> torch.Tensor:
-    """z = mu + sigma * eps, float32 [*keys.shape, hidden]. `mu` / `sigma` are floats or tensors of keys'
-    shape (one value per key: per-token mu / sigma in an engine batch)."""
+    """z = mu + sigma * eps, float32 [*shape, hidden] (shape: keys' broadcast with a tensor `norm_idx`). `mu` /
+    `sigma` are floats or tensors of that shape (one value per key and norm: per-token mu / sigma in an engine
+    batch, or per-request, per-norm rows of an engine's mind table)."""
     eps = standard_normal_from_keys(keys, norm_idx, hidden, table, salts)  # [..., hidden]
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.to(torch.float32).unsqueeze(-1)  # [..., 1]

@@ -33,8 +33,11 @@ def with_(**changes):
 
 
 def run_cfg(btrans=None, *, name="vllm", n=8, adv="grpo", **top):
+    # the engines' opt-in as conf/btrans/on.yaml derives it
+    opt_in = {"enable": "${btrans.enable}", "targets": "${btrans.targets}", "granularity": "${btrans.granularity}"}
     cfg = {"actor_rollout_ref": {"rollout": {"name": name, "n": n, "temperature": 1.0, "seed": 42,
-                                             "agent": {"agent_loop_manager_class": bc.AGENT_LOOP_MANAGER}}},
+                                             "agent": {"agent_loop_manager_class": bc.AGENT_LOOP_MANAGER},
+                                             "engine_kwargs": {"vllm": {"additional_config": {"btrans": opt_in}}}}},
            "trainer": {"v1": {"sampler": {"custom_sampler": {"path": bc.SAMPLER_PATH, "name": bc.SAMPLER_NAME}}}},
            "algorithm": {"adv_estimator": adv}, "data": {"shuffle": False, "seed": 1}}
     if btrans is not None:
@@ -127,6 +130,32 @@ def test_cross_field_checks_name_verl_keys():
     with pytest.raises(ValueError, match=r"btrans\.enable is not set"):
         validate_run_config(run_cfg({"task": "ttrl"}))
     assert validate_run_config(run_cfg(None)) is None
+
+
+def test_the_rollout_engines_opt_in_must_agree_with_btrans():
+    key = r"actor_rollout_ref\.rollout\.engine_kwargs\.vllm\.additional_config\.btrans"
+    assert validate_run_config(run_cfg(GOOD)).enable
+    assert validate_run_config(run_cfg(with_(enable=False))).enable is False  # off: stock engines
+    cfg = run_cfg(GOOD)
+    cfg.actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans.enable = False
+    with pytest.raises(ValueError, match=key + " does not opt the rollout engines in"):
+        validate_run_config(cfg)
+    cfg = run_cfg(with_(enable=False))
+    cfg.actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans = True
+    with pytest.raises(ValueError, match=key + " opts the rollout engines in to B-Trans while btrans.enable is false"):
+        validate_run_config(cfg)
+    cfg = run_cfg(GOOD)
+    cfg.actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans.targets = ["input_layernorm"]
+    with pytest.raises(ValueError, match=key + r" \(latents after input_layernorm; granularity sequence\) differs"):
+        validate_run_config(cfg)
+    cfg = run_cfg(GOOD)
+    cfg.actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans.granularity = "token"
+    with pytest.raises(ValueError, match="differs from btrans.targets / btrans.granularity"):
+        validate_run_config(cfg)
+    cfg = run_cfg(GOOD)
+    cfg.actor_rollout_ref.rollout.engine_kwargs.vllm.additional_config.btrans.sigma = 0.1
+    with pytest.raises(ValueError, match=key + r": additional_config\['btrans'\]: unknown key\(s\) \['sigma'\]"):
+        validate_run_config(cfg)
 
 
 def test_interpolations_resolve_against_the_whole_config():

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         llm = LLM(model=model_dir, skip_tokenizer_init=True, enforce_eager=False, dtype="float32", seed=0,
-                  max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128)
+                  max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128, additional_config={"btrans": True})
         prompt = %r
         extras = [latent_args(1, 1.0), latent_args(2, 1.0), None]
         outs = llm.generate([TokensPrompt(prompt_token_ids=prompt)] * 3,

@@ -38,14 +38,17 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llm(model_dir):
     engine = LLM(model=model_dir, skip_tokenizer_init=True, enforce_eager=True, dtype="float32",
-                 max_model_len=256, max_num_seqs=8, seed=0, enable_prefix_caching=False)
+                 max_model_len=256, max_num_seqs=8, seed=0, enable_prefix_caching=False,
+                 additional_config={"btrans": {"granularity": "token"}})  # every buffer the latent can have
     yield engine
     del engine
 
 
 def _logprobs(llm):
-    """Greedy tokens and their log-probs, one request per (prompt, mind), plus one request without a latent."""
+    """Greedy tokens and their log-probs, one request per (prompt, mind), plus one without a latent and one with a
+    token-wise latent."""
     reqs = [(p, latent_args(s, 1.0)) for p in PROMPTS for s in SEEDS] + [(PROMPTS[0], None)]
+    reqs.append((PROMPTS[1], latent_args(SEEDS[0], 1.0, granularity="token")))
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in reqs],
                         [SamplingParams(temperature=0.0, max_tokens=10, logprobs=0, detokenize=False, ignore_eos=True,
                                         extra_args=e) for _, e in reqs], use_tqdm=False)

@@ -2,6 +2,7 @@
 minds replay and differ, every malformed latent is an HTTP 400 whose message names the key and the rule (before
 a stream starts, too), and the server keeps serving afterwards. One server for the whole module."""
 
+import json
 import os
 import signal
 import socket
@@ -83,12 +84,12 @@ def server(model_dir, tmp_path_factory):
            # with --distributed-executor-backend uni: the worker runs inside the EngineCore process, one
            # process (one torch + vLLM import) less to start; the front end, what this file tests, is as usual
            "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
-    env.pop("BTRANS_VLLM_TARGETS", None)  # the default targets: q_norm is not wrapped
     env.pop("BTRANS_VLLM_DISABLE", None)
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
            "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0",
-           "--distributed-executor-backend", "uni"]
+           "--distributed-executor-backend", "uni",
+           "--additional-config", json.dumps({"btrans": True})]  # opted in, default targets: q_norm is not wrapped
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -22,6 +22,7 @@ from btrans_verl.vllm import plugin  # noqa: E402
 from btrans_verl.vllm.canary import eager_check  # noqa: E402
 from btrans_verl.vllm.counters import counter_delta, sum_worker_counters  # noqa: E402
 from btrans_verl.vllm.requests import LatentRequest  # noqa: E402
+from btrans_verl.vllm.settings import EngineSettings  # noqa: E402
 from btrans_verl.vllm.worker import engine_refusal, install, request_refusal  # noqa: E402
 
 HIDDEN = 16
@@ -48,7 +49,7 @@ def _stage(layers: range, total: int, last: bool) -> torch.nn.Module:
 @pytest.mark.parametrize("layers,last,wrapped", [(range(0, 2), False, 4), (range(2, 4), True, 5)])
 def test_each_pipeline_stage_wraps_the_norms_it_holds_and_they_add_the_contract_latent(layers, last, wrapped):
     stage = _stage(layers, total=4, last=last)
-    state = install(stage, "qwen3", max_tokens=8, device=torch.device("cpu"))
+    state = install(stage, "qwen3", max_tokens=8, device=torch.device("cpu"), settings=EngineSettings(), max_minds=4)
     assert state is not None  # before: the final norm's PPMissingLayer made install() raise
     assert state.kinds == ("input_layernorm", "post_attention_layernorm", "final_norm")  # rows for every kind
     assert state.counters.norms_patched == wrapped
@@ -119,9 +120,10 @@ def test_disaggregated_decode_servers_are_rollout_servers_and_reward_servers_are
 
 
 class _Config:
-    def __init__(self, dbo=False, spec=None):
+    def __init__(self, dbo=False, spec=None, btrans=None):
         self.parallel_config = type("P", (), {"enable_dbo": dbo})()
         self.speculative_config = spec
+        self.additional_config = {"btrans": btrans or {"granularity": "token"}}
 
 
 def test_the_plugin_refuses_dual_batch_overlap_and_token_latents_with_speculative_decoding():
@@ -131,6 +133,11 @@ def test_the_plugin_refuses_dual_batch_overlap_and_token_latents_with_speculativ
     assert "enable_dbo" in request_refusal(_Config(dbo=True), seq)
     assert request_refusal(_Config(spec=object()), seq) is None  # sequence latents do not depend on positions
     assert "speculative decoding" in request_refusal(_Config(spec=object()), tok)
+    # token latents need an engine that serves them; a stock engine serves no latent at all
+    assert "granularity'] = 'token'" in request_refusal(_Config(btrans=True), tok)
+    stock = _Config()
+    stock.additional_config = {}
+    assert "not configured for B-Trans" in request_refusal(stock, seq)
 
 
 def test_the_real_vllm_config_field_for_dual_batch_overlap_is_the_one_refused():

