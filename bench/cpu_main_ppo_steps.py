@@ -1,6 +1,7 @@
 """Stock `python -m verl.trainer.main_ppo` on this CPU machine, B-Trans on vs off: time to the first training step,
 time per step, peak memory. Ratios are on / off, taken in one invocation (the two runs back to back, same model,
-data and overrides).
+data and overrides). `+btrans=off` runs stock vLLM engines (not opted in to B-Trans: no wrapper, no buffer), so
+the ratio is against stock, not against our engine with the feature idle.
 
     python bench/cpu_main_ppo_steps.py --steps 4 --model tiny --task ttrl
 

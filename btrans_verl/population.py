@@ -9,7 +9,9 @@ the step's rollouts are finished):
 * B-Trans metrics of the sampled trajectories (btrans/scored_by_btrans: the fraction of trajectories rewarded
   by btrans-verl's reward manager or TTRL vote), logged with verl's step metrics and exported with Ray's metrics
   API (`ray.util.metrics.Gauge`, names `btrans_<metric>`, shown on the Ray dashboard's Metrics view):
-    btrans/trajectories, btrans/trajectories_with_latent, btrans/distinct_latents_per_group (mean over prompts),
+    btrans/trajectories, btrans/trajectories_with_latent, btrans/distinct_latents (over the batch: equal to
+    trajectories_with_latent, since no two trajectories of a step share a mind), btrans/distinct_latents_per_group
+    (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
     btrans/vllm/requests_with_latent, btrans/vllm/tokens_shifted, btrans/vllm/steps_with_latent (deltas since
     the previous sample, summed over every vLLM worker: the plugin's counters), btrans/vllm/norms_patched;
@@ -104,7 +106,8 @@ def batch_metrics(seeds: list[int], uids: list[str], extra_fields: list[dict], t
     for i, uid in enumerate(uids):
         groups[str(uid)].append(i)
     with_latent = [s for s in seeds if int(s) >= 0]
-    out = {"btrans/trajectories": float(len(seeds)), "btrans/trajectories_with_latent": float(len(with_latent))}
+    out = {"btrans/trajectories": float(len(seeds)), "btrans/trajectories_with_latent": float(len(with_latent)),
+           "btrans/distinct_latents": float(len({int(s) for s in with_latent}))}
     if groups:
         out["btrans/distinct_latents_per_group"] = sum(
             len({int(seeds[i]) for i in members if int(seeds[i]) >= 0}) for members in groups.values()) / len(groups)

@@ -9,9 +9,11 @@ TransferQueue. `BTransAgentLoopWorker` changes three things, all inside the work
 
 1. Hypothesis sampling. Each session gets its own sampling-params dict (verl shares one across the n sessions)
    carrying the latent of its mind, `extra_args={"btrans": {seed, sigma, mu, granularity, targets}}` (the vLLM
-   plugin's per-request arguments, `btrans_verl.vllm.requests`). The seed is derived by `btrans_verl.seeds` from
-   (btrans.seed, train|val, global step, data_source, extra_info.index, session_id): reproducible, fresh after
-   a resume, distinct within a step.
+   plugin's per-request arguments, `btrans_verl.vllm.requests`). The seeds are assigned by the manager, which
+   sees the whole step's batch before splitting it over the workers (`assign_minds`, column `btrans_seeds`):
+   `btrans_verl.seeds.step_seeds` over (btrans.seed, train|val, global step, data_source, extra_info.index,
+   sample): reproducible, fresh after a resume, and distinct within a step by construction, also on a dataset
+   without `extra_info.index` (verl gives every row index 0) or with a repeated row.
 2. The seed travels with the trajectory: the field `btrans_seed` (int; -1 = no latent, i.e. the mean mind
    with mu = 0) is stored with every trajectory in the TransferQueue, so any trajectory's mind can be replayed
    with `btrans_verl.hf.attach(..., mode="replay")`.
@@ -34,17 +36,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+import torch
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
-from btrans_verl.config import BTransSettings, settings_from_run_config
+from btrans_verl.config import AGENT_LOOP_MANAGER, BTransSettings, settings_from_run_config
 from btrans_verl.rewards.majority_vote import GroupVoteResult, majority_vote_group
-from btrans_verl.seeds import trajectory_seed
+from btrans_verl.seeds import StepLedger, step_seeds
 from btrans_verl.vllm.requests import NESTED_KEY, latent_args
 
 logger = logging.getLogger("btrans_verl.rollout")
 
 NO_LATENT = -1  # `btrans_seed` of a trajectory generated without a latent
 SEED_FIELD = "btrans_seed"
+STEP_SEEDS_FIELD = "btrans_seeds"  # batch column set by the manager: int64 [prompts, max n], -1 past a row's n
 WORKER_NAME = "btrans_agent_loop_worker_{i}"
 # reward_extra_info keys of a TTRL training trajectory (verl wants the same keys on every trajectory).
 TTRL_INFO_KEYS = ("ttrl_label_accuracy", "ttrl_reward_accuracy", "ttrl_majority_ratio", "ttrl_pass_at_k",
@@ -52,21 +56,72 @@ TTRL_INFO_KEYS = ("ttrl_label_accuracy", "ttrl_reward_accuracy", "ttrl_majority_
                   "ttrl_voter_only", "acc")
 
 
-def mind_for(settings: BTransSettings, *, validate: bool, global_steps: int, index: int, data_source: str,
-             session_id: int) -> tuple[int, dict[str, Any] | None]:
-    """(btrans_seed, extra_args) of one trajectory. extra_args is None when the request needs no latent."""
+def samples_minds(settings: BTransSettings, validate: bool) -> bool:
+    """Whether the trajectories of a rollout each get a sampled mind (else: the mean mind, or B-Trans off)."""
+    return settings.enable and not (validate and settings.val_mind == "mean")
+
+
+def mind_for(settings: BTransSettings, *, validate: bool, seed: int | None) -> tuple[int, dict[str, Any] | None]:
+    """(btrans_seed, extra_args) of one trajectory, given the seed its step assigned it (`assign_minds`; None
+    when it samples no mind). extra_args is None when the request needs no latent."""
     if not settings.enable:
         return NO_LATENT, None
-    if validate and settings.val_mind == "mean":
+    if not samples_minds(settings, validate):
         if settings.mu == 0.0:
             return NO_LATENT, None
         # the mean mind with a non-zero mean shift: z = mu exactly (sigma 0), any seed
         return NO_LATENT, latent_args(0, sigma=0.0, mu=settings.mu, granularity=settings.granularity,
                                       targets=settings.targets)
-    seed = trajectory_seed(settings.seed, int(global_steps), int(index), int(session_id),
-                           data_source=str(data_source), partition="val" if validate else "train")
+    if seed is None or seed < 0:
+        raise RuntimeError(f"B-Trans: this trajectory was not assigned a mind (seed {seed!r}): the step's batch did "
+                           f"not pass through {AGENT_LOOP_MANAGER}.generate_sequences")
     return seed, latent_args(seed, sigma=settings.sigma, mu=settings.mu, granularity=settings.granularity,
                              targets=settings.targets)
+
+
+def assign_minds(batch, settings: BTransSettings, rollout_config,
+                 ledgers: dict[tuple[str, int], StepLedger] | None = None) -> list[list[int]] | None:
+    """Give every trajectory of one step's batch (verl's prompt TensorDict, before the manager splits it) its
+    mind: `step_seeds` over the batch's rows (`index`, `data_source`, per-row `__rollout_n__` or rollout.n /
+    val_kwargs.n), written into the column `btrans_seeds` (int64 [prompts, max n], -1 padding). `ledgers`
+    (partition, global step) -> what earlier batches of that step got, so that a step submitted in several
+    batches stays unique (only the latest step of each partition is kept). Returns the seeds (None when the
+    rollout samples no mind)."""
+    keys = set(batch.keys())
+    validate = bool(batch["validate"]) if "validate" in keys else False
+    if not samples_minds(settings, validate):
+        return None
+    rows = len(batch)
+    default_n = rollout_config.val_kwargs.n if validate else rollout_config.n
+    counts = [int(x) for x in _column(batch, "__rollout_n__", [default_n] * rows)]
+    indices = [int(x) for x in _column(batch, "index", [0] * rows)]
+    sources = [str(x) for x in _column(batch, "data_source", [""] * rows)]
+    partition, global_step = ("val" if validate else "train"), int(batch["global_steps"])
+    ledger = None
+    if ledgers is not None:
+        for key in [k for k in ledgers if k[0] == partition and k[1] != global_step]:
+            del ledgers[key]
+        ledger = ledgers.setdefault((partition, global_step), StepLedger())
+    seeds = step_seeds(settings.seed, global_step, indices, counts, data_sources=sources, partition=partition,
+                       ledger=ledger)
+    table = torch.full((rows, max(counts, default=1)), NO_LATENT, dtype=torch.int64)  # [prompts, max n]
+    for row, row_seeds in enumerate(seeds):
+        table[row, : len(row_seeds)] = torch.tensor(row_seeds, dtype=torch.int64)
+    batch[STEP_SEEDS_FIELD] = table
+    return seeds
+
+
+def _column(batch, key: str, default: list) -> list:
+    """One per-row column of a verl batch TensorDict as a list (tensor or non-tensor stack); default if absent."""
+    if key not in set(batch.keys()):
+        return default
+    value = batch[key]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    values = list(value.tolist() if hasattr(value, "tolist") else value)
+    if len(values) != len(batch):
+        raise ValueError(f"B-Trans: batch column {key!r} has {len(values)} entries for {len(batch)} prompts")
+    return values
 
 
 @dataclass
@@ -165,9 +220,9 @@ class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
     async def _run_agent_loop(self, sampling_params: dict, trajectory: dict, *, agent_name: str,
                               trace: bool = True, **kwargs):
         validate = bool(trajectory["validate"])
-        seed, extra = mind_for(self.btrans, validate=validate, global_steps=kwargs["global_steps"],
-                               index=kwargs.get("index", 0), data_source=kwargs.get("data_source", ""),
-                               session_id=kwargs["session_id"])
+        step_seeds_row = kwargs.pop(STEP_SEEDS_FIELD, None)  # [max n]; not stored with the trajectory
+        seed = None if step_seeds_row is None else int(step_seeds_row[int(kwargs["session_id"])])
+        seed, extra = mind_for(self.btrans, validate=validate, seed=seed)
         params = dict(sampling_params)  # verl shares one dict across the n sessions of a prompt
         if extra is not None:
             if NESTED_KEY in (params.get("extra_args") or {}):
@@ -206,6 +261,12 @@ class BTransAgentLoopManager(AgentLoopManagerTQ):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.agent_loop_workers_class = BTransAgentLoopWorker
+        self.btrans = settings_from_run_config(self.config)
+        self.seed_ledgers: dict[tuple[str, int], StepLedger] = {}
+
+    def generate_sequences(self, prompts):
+        assign_minds(prompts, self.btrans, self.rollout_config, self.seed_ledgers)  # before the batch is split
+        return super().generate_sequences(prompts)
 
     async def _init_agent_loop_workers(self):
         alive = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]

@@ -7,7 +7,9 @@ its own mind, and the seed is *derived*, never drawn from a random generator, so
   the derivation is a keyed BLAKE2b hash of integers and UTF-8 strings);
 * a resumed run continues with fresh seeds: the global step is part of the derivation, and verl resumes at
   step N + 1 after a checkpoint at step N;
-* no two trajectories of one step share a seed: `step_seeds` proves it by construction (see below);
+* no two trajectories of one step share a seed: `step_seeds` proves it by construction (see below); the verl
+  rollout assigns them per step, in its agent-loop manager (`btrans_verl.rollout.assign_minds`), with a
+  `StepLedger` when a step's prompts arrive in several batches;
 * every seed is in [0, 2**63).
 
 What identifies a trajectory (the hash input):
@@ -48,8 +50,9 @@ import hashlib
 import operator
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["SEED_LIMIT", "PARTITIONS", "trajectory_seed", "step_seeds", "child_seed"]
+__all__ = ["SEED_LIMIT", "PARTITIONS", "StepLedger", "trajectory_seed", "step_seeds", "child_seed"]
 
 SEED_LIMIT = 1 << 63  # seeds are in [0, SEED_LIMIT), the latent's seed range (latent.MAX_SEED + 1)
 PARTITIONS = ("train", "val")
@@ -114,9 +117,19 @@ def trajectory_seed(experiment_seed: int, global_step: int, index: int, sample: 
                  _check_uint("sample", sample), _check_uint("attempt", attempt), 63)
 
 
+@dataclass
+class StepLedger:
+    """What earlier `step_seeds` calls of the same step and partition assigned, for a step whose prompts arrive
+    in several batches (verl may top a step up with more prompts): sample ids continue per prompt identity and
+    no seed is given twice. Use one ledger per (partition, global step)."""
+
+    next_sample: dict[tuple[str, int], int] = field(default_factory=dict)
+    taken: set[int] = field(default_factory=set)
+
+
 def step_seeds(experiment_seed: int, global_step: int, indices: Sequence[int], n_samples: int | Sequence[int], *,
                data_sources: Sequence[str] | None = None, partition: str = "train",
-               bits: int = 63) -> list[list[int]]:
+               bits: int = 63, ledger: StepLedger | None = None) -> list[list[int]]:
     """Seeds for every trajectory of one step, unique within the step.
 
     Args:
@@ -129,6 +142,7 @@ def step_seeds(experiment_seed: int, global_step: int, indices: Sequence[int], n
         partition: "train" or "val".
         bits: seeds are drawn from [0, 2**bits); 63 (the default) for real use. Smaller values exist only to
             exercise collision resolution in tests; the step must have at most 2**(bits - 1) trajectories.
+        ledger: this step's earlier assignments (updated in place): the result is also distinct from them.
 
     Returns `seeds[i][j]`: the seed of sample j of prompt i. All values are distinct and in [0, 2**bits).
     """
@@ -148,13 +162,14 @@ def step_seeds(experiment_seed: int, global_step: int, indices: Sequence[int], n
         counts = [_check_uint(f"n_samples[{i}]", n) for i, n in enumerate(n_samples)]
     else:
         counts = [_check_uint("n_samples", n_samples)] * len(indices)
-    total = sum(counts)
+    ledger = StepLedger() if ledger is None else ledger
+    total = sum(counts) + len(ledger.taken)
     if total > (1 << (bits - 1)):
         raise ValueError(f"{total} trajectories do not fit uniquely in {bits}-bit seeds")
 
     # 1. distinct identities: a repeated (data_source, index) continues its sample ids where the previous
     #    occurrence stopped.
-    next_sample: dict[tuple[str, int], int] = {}
+    next_sample = ledger.next_sample
     identities: list[tuple[str, int, int, int, int]] = []  # (data_source, index, sample, row, col)
     for row, (source, index, n) in enumerate(zip(data_sources, indices, counts)):
         source = str(source)
@@ -164,7 +179,7 @@ def step_seeds(experiment_seed: int, global_step: int, indices: Sequence[int], n
 
     # 2. hash, resolving collisions in sorted identity order (independent of batch order).
     seeds: list[list[int]] = [[0] * n for n in counts]
-    taken: set[int] = set()
+    taken = ledger.taken
     for source, index, sample, row, col in sorted(identities):
         for attempt in range(_MAX_ATTEMPTS):
             s = _hash(experiment_seed, partition, global_step, source, index, sample, attempt, bits)

@@ -6,8 +6,9 @@ sha256-checked against known upstream versions; bad rows are errors naming file 
 skips with ``--skip-bad``). Commands::
 
     python -m data_prep list
-    python -m data_prep all --src /work/shared/data --out data --skip-bad
-    python -m data_prep simplerl_zoo --src /work/shared/data --out data/simplerl_zoo --sample-n 400 --seed 0 --skip-bad
+    python -m data_prep all --src /path/to/shared/data --out data --skip-bad
+    python -m data_prep simplerl_zoo --src /path/to/shared/data --out data/simplerl_zoo --sample-n 400 --seed 0 \\
+        --skip-bad
     python -m data_prep gsm8k --src vendor --out data/gsm8k_demo
 
 Modules: ``templates`` (prompt registry), ``answers`` (answer extraction), ``datasets`` (per-dataset

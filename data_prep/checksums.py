@@ -1,12 +1,12 @@
 """sha256 verification of input files against a table of known upstream versions.
 
 A file is *known* when its path ends with one of the table's keys (a path relative to a
-``/work/shared/data``-style root, e.g. ``gsm8k/test.jsonl``, or a vendored file name). A known file whose
+``/path/to/shared/data``-style root, e.g. ``gsm8k/test.jsonl``, or a vendored file name). A known file whose
 hash differs is a :class:`ChecksumMismatchError` naming the file and both hashes; an unknown file is
-accepted with a warning printed to stderr. Hashes come from ``/work/shared/data/PROVENANCE.json`` and
+accepted with a warning printed to stderr. Hashes come from ``/path/to/shared/data/PROVENANCE.json`` and
 ``data_prep/vendor/PROVENANCE.json``. Check the shared copy by hand with::
 
-    cd /work/shared/data && sha256sum -c SHA256SUMS
+    cd /path/to/shared/data && sha256sum -c SHA256SUMS
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from data_prep.errors import ChecksumMismatchError
 
 KNOWN_SHA256: dict[str, str] = {
-    # /work/shared/data layout (PROVENANCE.json there: repo, commit, path, licence)
+    # /path/to/shared/data layout (PROVENANCE.json there: repo, commit, path, licence)
     "aime24/test.jsonl": "af2b8bd2aa911b6333ad0df32f3ca05c7ae8ed10f1731f4372c8ae26990bf7ac",
     "aime24_ttrl/test.json": "f52c531f6919731115b491d056be701e760e115d4b1cd5b57f48de2251a85d66",
     "math500/test.jsonl": "35dc41080a3680858b27fa7e0533d2d547825316fc5dafe5d316f4ccc5a06132",

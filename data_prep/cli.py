@@ -3,11 +3,12 @@
 Examples (from the repository root)::
 
     python -m data_prep list
-    python -m data_prep gsm8k --src /work/shared/data --out data/gsm8k
+    python -m data_prep gsm8k --src /path/to/shared/data --out data/gsm8k
     python -m data_prep gsm8k --src vendor --out data/gsm8k_demo               # files shipped in the package
-    python -m data_prep math500 --src /work/shared/data/math500/test.jsonl --out data/math500 --template plain
-    python -m data_prep simplerl_zoo --src /work/shared/data --out data/simplerl_zoo --sample-n 400 --seed 0 --skip-bad
-    python -m data_prep all --src /work/shared/data --out data --skip-bad
+    python -m data_prep math500 --src /path/to/shared/data/math500/test.jsonl --out data/math500 --template plain
+    python -m data_prep simplerl_zoo --src /path/to/shared/data --out data/simplerl_zoo --sample-n 400 --seed 0 \\
+        --skip-bad
+    python -m data_prep all --src /path/to/shared/data --out data --skip-bad
     python -m data_prep all --src vendor --out data/demo
     python -m data_prep gsm8k --src hf:openai/gsm8k:main --out data/gsm8k     # needs `datasets` and network
 

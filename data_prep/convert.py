@@ -12,7 +12,7 @@ Python use::
 
     from data_prep import convert_split, get_dataset, get_template, resolve_sources, write_parquet
     spec = get_dataset("gsm8k")
-    [test] = resolve_sources(spec, "/work/shared/data", split="test")
+    [test] = resolve_sources(spec, "/path/to/shared/data", split="test")
     result = convert_split(spec, test, get_template("qwen_boxed"))
     write_parquet(result.rows, "data/gsm8k/test.parquet")
 """

@@ -40,7 +40,7 @@ class Converted:
 class DatasetSpec:
     name: str  # CLI name
     data_source: str  # value of the row's data_source column
-    files: dict[str, str]  # split -> path relative to a /work/shared/data-style root
+    files: dict[str, str]  # split -> path relative to a data root in data_prep's layout
     convert: Callable[[Mapping[str, Any]], Converted]
     default_template: str = "qwen_boxed"
     ability: str = "math"

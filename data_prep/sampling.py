@@ -18,8 +18,8 @@ Rows without a level (e.g. GSM8K) form a single stratum, i.e. plain seeded sampl
 
 Offline only SimpleRL-Zoo's hard split (levels 3-5, 8523 rows) exists, so the paper-style sample is::
 
-    python -m data_prep simplerl_zoo --src /work/shared/data --out data/simplerl_zoo --sample-n 400 --seed 0
-    python -m data_prep simplerl_zoo --src /work/shared/data --out data/simplerl_zoo --level-counts 3=100,4=150,5=150
+    python -m data_prep simplerl_zoo --src /path/to/shared/data --out data/simplerl_zoo --sample-n 400 --seed 0
+    python -m data_prep simplerl_zoo --src /path/to/shared/data --out data/simplerl_zoo --level-counts 3=100,4=150,5=150
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 ``--src`` forms accepted by the CLI (see :func:`data_prep.datasets.resolve_sources`):
 
-* a ``/work/shared/data``-style root, or a dataset's own folder:  ``--src /work/shared/data``
-* one file (split from ``--split`` or from the file name):        ``--src /work/shared/data/gsm8k/test.jsonl``
+* a ``/path/to/shared/data``-style root, or a dataset's own folder:  ``--src /path/to/shared/data``
+* one file (split from ``--split`` or from the file name):        ``--src /path/to/shared/data/gsm8k/test.jsonl``
 * the files vendored in the package:                              ``--src vendor``
 * a hub dataset (needs ``pip install datasets`` and network):     ``--src hf:openai/gsm8k:main``
 """

@@ -1,4 +1,4 @@
-"""Small data files shipped inside the package, for demos on machines without ``/work/shared``.
+"""Small data files shipped inside the package, for demos on machines without a shared data root.
 
 They live in ``data_prep/vendor/`` with a ``PROVENANCE.json`` (source repository, commit, path, rows,
 sha256, licence) and the upstream licences in ``vendor/licenses/``. Convert them with::

@@ -100,6 +100,7 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
         # the trained candidates (first n_samples of each prompt's n_votes) carry distinct recorded seeds
         assert m["btrans/trajectories"] == m["btrans/trajectories_with_latent"] == BATCH * N_SAMPLES
         assert m["btrans/distinct_latents_per_group"] == N_SAMPLES
+        assert m["btrans/distinct_latents"] == BATCH * N_SAMPLES  # no mind twice in a step
         # vLLM's workers applied latents to every request, voters included
         assert m["btrans/vllm/requests_with_latent"] >= BATCH * N_VOTES and m["btrans/vllm/tokens_shifted"] > 0
         assert m["btrans/vllm/norms_patched"] == 2 * 2 + 1  # 2 layers x (input, post-attention) + final norm

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BTRANS_SHARED_DATA", REPO.parent / "shared" / "data"))
 pytestmark = pytest.mark.skipif(
     not (SHARED / "PROVENANCE.json").is_file(),
-    reason=f"shared data not found at {SHARED} (set BTRANS_SHARED_DATA to a /work/shared/data-style root)",
+    reason=f"shared data not found at {SHARED} (set BTRANS_SHARED_DATA to a data root in data_prep's layout)",
 )
 
 EXPECTED_ROWS = {

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BTRANS_SHARED_DATA", REPO.parent / "shared" / "data"))
 needs_shared = pytest.mark.skipif(
     not (SHARED / "simplerl_zoo" / "level3to5_train.parquet").is_file(),
-    reason=f"shared data not found at {SHARED} (set BTRANS_SHARED_DATA to a /work/shared/data-style root)",
+    reason=f"shared data not found at {SHARED} (set BTRANS_SHARED_DATA to a data root in data_prep's layout)",
 )
 
 

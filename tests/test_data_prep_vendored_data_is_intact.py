@@ -1,4 +1,4 @@
-"""The data vendored in data_prep/vendor/ (for README demos without /work/shared) is intact, documented,
+"""The data vendored in data_prep/vendor/ (for README demos without a shared data root) is intact, documented,
 licensed and converts. Run:
     .venv/bin/python -m pytest tests/test_data_prep_vendored_data_is_intact.py -q
 """

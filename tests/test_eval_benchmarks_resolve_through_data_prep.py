@@ -68,3 +68,15 @@ def test_prompts_render_through_the_chat_template(tmp_path):
     tok.chat_template = None
     with pytest.raises(EvalInputError, match="no chat template"):
         render_prompts(problems, tok)
+
+
+def test_benchmark_names_read_the_data_root_of_the_environment_or_the_vendored_files(monkeypatch, tmp_path):
+    from btrans_verl.eval.benchmark import DATA_ROOT_ENV, default_data_src
+
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    assert default_data_src() == "vendor"  # no machine-specific default
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
+    assert default_data_src() == str(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "missing"))
+    with pytest.raises(EvalInputError, match="BTRANS_SHARED_DATA=.*missing.*is not a folder"):
+        load_benchmark("gsm8k")

@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 
 from btrans_verl import config as bc
 from btrans_verl.population import LatentNotAppliedError, batch_metrics, check_latents_applied
-from btrans_verl.rollout import NO_LATENT, TTRL_INFO_KEYS, VoteGroup, mind_for, ttrl_reward_info
-from btrans_verl.seeds import trajectory_seed
+from btrans_verl.rollout import (NO_LATENT, STEP_SEEDS_FIELD, TTRL_INFO_KEYS, VoteGroup, assign_minds, mind_for,
+                                 ttrl_reward_info)
+from btrans_verl.seeds import step_seeds, trajectory_seed
 from btrans_verl.vllm.requests import parse_latent_request
 
 
@@ -27,36 +28,85 @@ def boxed(answer: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- minds
-def test_each_trajectory_gets_its_own_reproducible_mind_and_the_vllm_request_carries_it():
+def verl_batch(indices, data_sources, global_steps, *, validate=None, rollout_n=None):
+    """A step's prompt batch as verl 0.9.1's v1 trainer builds it (`tu.get_tensordict` of a collated batch dict,
+    global_steps / validate as non-tensor data)."""
+    from verl.utils import tensordict_utils as tu
+
+    batch_dict = {"raw_prompt": np.array([[{"role": "user", "content": f"q{i}"}] for i in range(len(indices))],
+                                         dtype=object),
+                  "index": np.array(indices), "data_source": np.array(data_sources, dtype=object),
+                  "uid": np.array([f"uid-{i}" for i in range(len(indices))], dtype=object)}
+    if rollout_n is not None:
+        batch_dict["__rollout_n__"] = np.array(rollout_n)
+    batch = tu.get_tensordict(batch_dict)
+    tu.assign_non_tensor_data(batch, "global_steps", global_steps)
+    if validate is not None:
+        tu.assign_non_tensor_data(batch, "validate", validate)
+    return batch
+
+
+ROLLOUT = OmegaConf.create({"n": 4, "val_kwargs": {"n": 2}})
+
+
+def test_each_trajectory_of_a_step_gets_its_own_reproducible_mind_and_the_vllm_request_carries_it():
     s = settings(sigma=0.07, seed=5)
-    minds = [mind_for(s, validate=False, global_steps=3, index=11, data_source="gsm8k", session_id=i)
-             for i in range(8)]
-    seeds = [seed for seed, _ in minds]
-    assert len(set(seeds)) == 8 and all(0 <= x < 2**63 for x in seeds)
-    assert seeds[2] == trajectory_seed(5, 3, 11, 2, data_source="gsm8k")  # the documented derivation
-    request = parse_latent_request(minds[2][1])  # what the vLLM plugin will read
-    assert (request.seed, request.sigma, request.mu, request.granularity) == (seeds[2], 0.07, 0.0, "sequence")
+    batch = verl_batch([11, 12], ["gsm8k", "gsm8k"], 3)
+    seeds = assign_minds(batch, s, ROLLOUT)
+    assert seeds == step_seeds(5, 3, [11, 12], 4, data_sources=["gsm8k"] * 2)  # the documented derivation
+    assert seeds[0][2] == trajectory_seed(5, 3, 11, 2, data_source="gsm8k")
+    assert batch[STEP_SEEDS_FIELD].tolist() == seeds  # the column the workers read, row by row
+    flat = sum(seeds, [])
+    assert len(set(flat)) == 8 and all(0 <= x < 2**63 for x in flat)
+    seed, extra = mind_for(s, validate=False, seed=seeds[0][2])
+    request = parse_latent_request(extra)  # what the vLLM plugin will read
+    assert (request.seed, request.sigma, request.mu, request.granularity) == (seed, 0.07, 0.0, "sequence")
     # rerun: same; next step (e.g. after resume): fresh
-    again = [mind_for(s, validate=False, global_steps=3, index=11, data_source="gsm8k", session_id=i)[0]
-             for i in range(8)]
-    later = {mind_for(s, validate=False, global_steps=4, index=11, data_source="gsm8k", session_id=i)[0]
-             for i in range(8)}
-    assert again == seeds and not later & set(seeds)
+    assert assign_minds(verl_batch([11, 12], ["gsm8k", "gsm8k"], 3), s, ROLLOUT) == seeds
+    later = sum(assign_minds(verl_batch([11, 12], ["gsm8k", "gsm8k"], 4), s, ROLLOUT), [])
+    assert not set(later) & set(flat)
     # the request names the run's targets too, so vLLM shifts exactly the norms the run asked for
-    narrow = mind_for(settings(targets=["final_norm", "input_layernorm"]), validate=False, global_steps=3,
-                      index=11, data_source="gsm8k", session_id=0)[1]
+    narrow = mind_for(settings(targets=["final_norm", "input_layernorm"]), validate=False, seed=seed)[1]
     assert request.targets == ("input_layernorm", "post_attention_layernorm", "final_norm")
     assert parse_latent_request(narrow).targets == ("input_layernorm", "final_norm")
 
 
+def test_minds_are_unique_within_a_step_without_extra_info_index_with_repeated_rows_and_several_batches():
+    s = settings(seed=1)
+    # no extra_info.index: verl gives every row index 0; the same row twice; per-row n
+    batch = verl_batch([0, 0, 0, 7, 7], ["gsm8k", "gsm8k", "math", "gsm8k", "gsm8k"], 2, rollout_n=[4, 4, 4, 2, 3])
+    ledgers = {}
+    seeds = assign_minds(batch, s, ROLLOUT, ledgers)
+    assert [len(r) for r in seeds] == [4, 4, 4, 2, 3]
+    assert len(set(sum(seeds, []))) == 17
+    assert batch[STEP_SEEDS_FIELD][3].tolist() == seeds[3] + [NO_LATENT, NO_LATENT]  # padding past the row's n
+    # reproducible, whatever the split over workers
+    chunks = verl_batch([0, 0, 0, 7, 7], ["gsm8k", "gsm8k", "math", "gsm8k", "gsm8k"], 2,
+                        rollout_n=[4, 4, 4, 2, 3])
+    assign_minds(chunks, s, ROLLOUT, {})
+    rows = [r for c in chunks.chunk(2) for r in c[STEP_SEEDS_FIELD].tolist()]
+    assert [[x for x in r if x != NO_LATENT] for r in rows] == seeds
+    # the same step topped up with more prompts (the same rows again): still no seed twice
+    more = assign_minds(verl_batch([0, 7], ["gsm8k", "gsm8k"], 2, rollout_n=[4, 2]), s, ROLLOUT, ledgers)
+    assert not set(sum(more, [])) & set(sum(seeds, [])) and len(set(sum(more, []))) == 6
+    # the next step starts a fresh ledger (the old one is dropped)
+    assign_minds(verl_batch([0], ["gsm8k"], 3), s, ROLLOUT, ledgers)
+    assert set(ledgers) == {("train", 3)}
+
+
 def test_validation_uses_the_mean_mind_by_default_and_off_sends_nothing():
-    assert mind_for(settings(), validate=True, global_steps=0, index=0, data_source="", session_id=0) == \
-        (NO_LATENT, None)
-    seed, extra = mind_for(settings(val_mind="sample"), validate=True, global_steps=0, index=0, data_source="",
-                           session_id=1)
-    assert seed == trajectory_seed(42, 0, 0, 1, partition="val") and extra is not None
-    assert mind_for(settings(enable=False), validate=False, global_steps=1, index=0, data_source="",
-                    session_id=0) == (NO_LATENT, None)
+    val = verl_batch([0, 1], ["gsm8k", "gsm8k"], 0, validate=True)
+    assert assign_minds(val, settings(), ROLLOUT) is None and STEP_SEEDS_FIELD not in val.keys()
+    assert mind_for(settings(), validate=True, seed=None) == (NO_LATENT, None)
+    sampled = assign_minds(val, settings(val_mind="sample"), ROLLOUT)
+    assert [len(r) for r in sampled] == [2, 2]  # val_kwargs.n
+    assert sampled[0][1] == trajectory_seed(42, 0, 0, 1, data_source="gsm8k", partition="val")
+    seed, extra = mind_for(settings(val_mind="sample"), validate=True, seed=sampled[0][1])
+    assert seed == sampled[0][1] and extra is not None
+    assert assign_minds(verl_batch([0], ["gsm8k"], 1), settings(enable=False), ROLLOUT) is None
+    assert mind_for(settings(enable=False), validate=False, seed=None) == (NO_LATENT, None)
+    with pytest.raises(RuntimeError, match="not assigned a mind"):  # a sampled mind needs its step's seed
+        mind_for(settings(), validate=False, seed=None)
 
 
 # ------------------------------------------------------------------------------------------------- TTRL votes
@@ -134,6 +184,18 @@ def tokenizer(tmp_path_factory):
     return write_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
+def run_config(*overrides):
+    """verl's composed `ppo_trainer` config with `+btrans=on` (what main_ppo hands its Ray workers)."""
+    import os
+
+    import verl
+    from hydra import compose, initialize_config_dir
+
+    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose("ppo_trainer", overrides=["+btrans=on", *overrides])
+
+
 @pytest.mark.parametrize("scheme,response,expected", [
     ("binary", boxed(r"\frac{1}{2}"), 1.0), ("binary", boxed("2"), 0.0), ("binary", "no box", 0.0),
     ("simplerl", boxed("0.5"), 1.0), ("simplerl", boxed("2"), -0.5), ("simplerl", "no box", -1.0)])
@@ -141,11 +203,7 @@ def test_btrans_reward_manager_is_registered_in_verl_and_scores_boxed_answers(to
     import btrans_verl.verl_plugin  # noqa: F401  (verl imports it; registers the manager lazily)
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
-    cfg = OmegaConf.create({"btrans": {"enable": True, "rlvr": {"reward_scheme": scheme}},
-                            "actor_rollout_ref": {"rollout": {"name": "vllm", "n": 4, "agent": {
-                                "agent_loop_manager_class": bc.AGENT_LOOP_MANAGER}}},
-                            "trainer": {"v1": {"sampler": {"custom_sampler": {"path": bc.SAMPLER_PATH,
-                                                                              "name": bc.SAMPLER_NAME}}}}})
+    cfg = run_config(f"btrans.rlvr.reward_scheme={scheme}")  # the whole config verl's workers receive
     manager = get_reward_manager_cls("btrans")(config=cfg, tokenizer=tokenizer, compute_score=None,
                                                reward_router_address=None, reward_model_tokenizer=None)
     out = asyncio.run(manager.run_single(_data(tokenizer, response, "0.5")))
@@ -164,6 +222,7 @@ def test_population_metrics_of_a_batch():
     infos = [{"reward_extra_info": {"answer_id": x}} for x in (1.0, 2.0, 1.0, -1.0, 5.0, 5.0)]
     m = batch_metrics(seeds, uids, infos, "rlvr")
     assert m["btrans/trajectories"] == 6 and m["btrans/trajectories_with_latent"] == 5
+    assert m["btrans/distinct_latents"] == 4  # 21 twice: a repeated mind shows here
     assert m["btrans/distinct_latents_per_group"] == pytest.approx((3 + 0 + 1) / 3)
     assert m["btrans/distinct_answers_per_group"] == pytest.approx((2 + 0 + 1) / 3)
     assert m["btrans/scored_by_btrans"] == 1.0

@@ -4,7 +4,7 @@ A benchmark is given as one of
 
 * a verl parquet file: ``data/gsm8k/test.parquet`` (from ``python -m data_prep gsm8k --src vendor --out data/gsm8k``);
 * a folder holding ``<split>.parquet``: ``data/gsm8k`` (split ``test`` by default);
-* a data_prep dataset name, converted in memory from ``--data-src`` (a data root such as ``/work/shared/data``,
+* a data_prep dataset name, converted in memory from ``--data-src`` (a data root such as ``/path/to/shared/data``,
   ``vendor`` for the files shipped in data_prep, or ``hf:OWNER/NAME``): ``gsm8k``, ``math500``, ``minerva``
   (= ``minerva_math``), ``aime24``, ``aime24_ttrl``, ``mmlu_pro``, ``simplerl_zoo``.
 
@@ -14,6 +14,7 @@ A benchmark is given as one of
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,11 +22,11 @@ from typing import Any, Sequence
 from btrans_verl.eval.config import EvalInputError
 from btrans_verl.rewards.math_answer import reference_answer
 
-__all__ = ["ALIASES", "DEFAULT_DATA_ROOT", "Problem", "default_data_src", "load_benchmark", "problems_from_rows",
+__all__ = ["ALIASES", "DATA_ROOT_ENV", "Problem", "default_data_src", "load_benchmark", "problems_from_rows",
            "render_prompts"]
 
 ALIASES = {"minerva": "minerva_math"}
-DEFAULT_DATA_ROOT = Path("/work/shared/data")
+DATA_ROOT_ENV = "BTRANS_SHARED_DATA"  # a data root (data_prep's layout) to use when --data-src is not given
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,14 @@ class Problem:
 
 
 def default_data_src() -> str:
-    """``/work/shared/data`` when it exists, else ``vendor`` (the files shipped inside data_prep)."""
-    return str(DEFAULT_DATA_ROOT) if DEFAULT_DATA_ROOT.is_dir() else "vendor"
+    """``$BTRANS_SHARED_DATA`` when set (it must be a folder), else ``vendor`` (the files shipped in data_prep)."""
+    root = os.environ.get(DATA_ROOT_ENV)
+    if not root:
+        return "vendor"
+    if not Path(root).is_dir():
+        raise EvalInputError(f"{DATA_ROOT_ENV}={root!r} is not a folder (a data root in data_prep's layout; unset it "
+                             f"to use the vendored files)")
+    return root
 
 
 def _row_problem(row: dict[str, Any], position: int, where: str) -> Problem:

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=512, help="max new tokens per response (default 512)")
     p.add_argument("--limit", type=int, help="only the first LIMIT problems")
     p.add_argument("--data-src", help="data_prep --src for benchmark names: a data root, 'vendor' or hf:OWNER/NAME "
-                                      "(default: /work/shared/data if present, else vendor)")
+                                      "(default: $BTRANS_SHARED_DATA if set, else vendor)")
     p.add_argument("--split", default="test", help="split of a benchmark name or folder (default test)")
     p.add_argument("--template", help="data_prep prompt template for benchmark names (default: the dataset's)")
     p.add_argument("--no-chat-template", action="store_true", help="prompt with the raw text, no chat template")

