@@ -87,8 +87,7 @@ def assign_minds(batch, settings: BTransSettings, rollout_config,
     (partition, global step) -> what earlier batches of that step got, so that a step submitted in several
     batches stays unique (only the latest step of each partition is kept). Returns the seeds (None when the
     rollout samples no mind)."""
-    keys = set(batch.keys())
-    validate = bool(batch["validate"]) if "validate" in keys else False
+    validate = bool(batch["validate"]) if "validate" in batch.keys() else False
     if not samples_minds(settings, validate):
         return None
     rows = len(batch)
@@ -113,7 +112,7 @@ def assign_minds(batch, settings: BTransSettings, rollout_config,
 
 def _column(batch, key: str, default: list) -> list:
     """One per-row column of a verl batch TensorDict as a list (tensor or non-tensor stack); default if absent."""
-    if key not in set(batch.keys()):
+    if key not in batch.keys():
         return default
     value = batch[key]
     if isinstance(value, torch.Tensor):

@@ -1,3 +1,4 @@
+import functools
 import os
 
 import pytest
@@ -11,3 +12,20 @@ FAMILIES = ("qwen2", "qwen3", "llama")
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]):
+    import verl
+    from hydra import compose, initialize_config_dir
+
+    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return compose("ppo_trainer", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def compose_cfg():
+    """`compose_cfg(*overrides)`: verl's `ppo_trainer` config composed through Hydra's compose API with our search
+    path (what `main_ppo` hands its Ray workers); a fresh copy on every call."""
+    return lambda *overrides: _composed(tuple(overrides)).copy()

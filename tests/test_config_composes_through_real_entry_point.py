@@ -17,8 +17,6 @@ work while the in-process compose tests run.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import math
 import os
@@ -34,7 +32,6 @@ from btrans_verl.config import BTransSettings, validate_run_config
 from btrans_verl.latent import LatentConfig
 
 PY = sys.executable
-VERL_CONFIG_DIR = str(Path(importlib.util.find_spec("verl").submodule_search_locations[0]) / "trainer" / "config")
 TIMEOUT_S = 300
 
 # What verl's own validate_config (run by main() before Ray) needs besides our groups.
@@ -183,18 +180,6 @@ def background(tmp_path_factory):
     bg.close()
 
 
-@functools.lru_cache(maxsize=None)
-def _compose(overrides: tuple[str, ...]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=VERL_CONFIG_DIR, version_base=None):
-        return compose("ppo_trainer", overrides=list(overrides))
-
-
-def compose_cfg(*overrides: str):
-    return _compose(tuple(overrides)).copy()
-
-
 # --------------------------------------------------------------------------------------------------------------
 # installation: the plugin is discoverable and the YAML ships as the package btrans_verl.conf
 # --------------------------------------------------------------------------------------------------------------
@@ -233,7 +218,7 @@ def test_search_path_plugin_is_discovered_and_configs_ship_as_a_package(tmp_path
 # --------------------------------------------------------------------------------------------------------------
 # Hydra compose API: validate_run_config on composed configs (runs while the subprocesses work)
 # --------------------------------------------------------------------------------------------------------------
-def test_composed_recipes_validate_with_documented_defaults():
+def test_composed_recipes_validate_with_documented_defaults(compose_cfg):
     on = validate_run_config(compose_cfg("+btrans=on"))
     assert isinstance(on, BTransSettings) and isinstance(on.latent, LatentConfig)
     assert (on.enable, on.mu, on.sigma, on.granularity, on.val_mind, on.task) == \
@@ -264,7 +249,7 @@ def test_composed_recipes_validate_with_documented_defaults():
 
 
 @pytest.mark.parametrize("extra", [(), ("btrans/task=ttrl", "btrans/lora=on")], ids=["rlvr", "ttrl_lora"])
-def test_off_is_on_with_enable_false_and_nothing_else(extra):
+def test_off_is_on_with_enable_false_and_nothing_else(compose_cfg, extra):
     on = OmegaConf.to_container(compose_cfg("+btrans=on", *extra), resolve=False)
     off = OmegaConf.to_container(compose_cfg("+btrans=off", *extra), resolve=False)
     assert (on["btrans"].pop("enable"), off["btrans"].pop("enable")) == (True, False)
@@ -273,13 +258,13 @@ def test_off_is_on_with_enable_false_and_nothing_else(extra):
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
-def test_validate_run_config_rejects_composed_config_naming_the_key(name):
+def test_validate_run_config_rejects_composed_config_naming_the_key(compose_cfg, name):
     overrides, key = REJECTED[name]
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         validate_run_config(compose_cfg(*overrides))
 
 
-def test_hydra_itself_rejects_unknown_group_options_and_double_selection():
+def test_hydra_itself_rejects_unknown_group_options_and_double_selection(compose_cfg):
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     with pytest.raises(MissingConfigException):
@@ -348,7 +333,7 @@ def test_entry_point_lets_valid_config_through_to_ray(background, name):
     assert "btrans: invalid run config" not in r["stderr"]
 
 
-def test_numbers_in_rejections_are_real_nans_and_negatives():
+def test_numbers_in_rejections_are_real_nans_and_negatives(compose_cfg):
     # guards the rejection table: Hydra's override grammar gives floats, not strings
     assert math.isnan(compose_cfg(*REJECTED["nan_sigma"][0]).btrans.sigma)
     assert compose_cfg(*REJECTED["negative_sigma"][0]).btrans.sigma == -0.1

@@ -184,26 +184,15 @@ def tokenizer(tmp_path_factory):
     return write_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
-def run_config(*overrides):
-    """verl's composed `ppo_trainer` config with `+btrans=on` (what main_ppo hands its Ray workers)."""
-    import os
-
-    import verl
-    from hydra import compose, initialize_config_dir
-
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        return compose("ppo_trainer", overrides=["+btrans=on", *overrides])
-
-
 @pytest.mark.parametrize("scheme,response,expected", [
     ("binary", boxed(r"\frac{1}{2}"), 1.0), ("binary", boxed("2"), 0.0), ("binary", "no box", 0.0),
     ("simplerl", boxed("0.5"), 1.0), ("simplerl", boxed("2"), -0.5), ("simplerl", "no box", -1.0)])
-def test_btrans_reward_manager_is_registered_in_verl_and_scores_boxed_answers(tokenizer, scheme, response, expected):
+def test_btrans_reward_manager_is_registered_in_verl_and_scores_boxed_answers(compose_cfg, tokenizer, scheme, response,
+                                                                               expected):
     import btrans_verl.verl_plugin  # noqa: F401  (verl imports it; registers the manager lazily)
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
-    cfg = run_config(f"btrans.rlvr.reward_scheme={scheme}")  # the whole config verl's workers receive
+    cfg = compose_cfg("+btrans=on", f"btrans.rlvr.reward_scheme={scheme}")  # the config verl's workers receive
     manager = get_reward_manager_cls("btrans")(config=cfg, tokenizer=tokenizer, compute_score=None,
                                                reward_router_address=None, reward_model_tokenizer=None)
     out = asyncio.run(manager.run_single(_data(tokenizer, response, "0.5")))

@@ -7,7 +7,6 @@ tested directly: vLLM's real `PPMissingLayer` and `RMSNorm` modules, the real co
 real patched engine-client method, verl's real composed config."""
 
 import asyncio
-import os
 
 import pytest
 import torch
@@ -146,29 +145,15 @@ def test_the_real_vllm_config_field_for_dual_batch_overlap_is_the_one_refused():
     assert "enable_dbo" in ParallelConfig.__dataclass_fields__
 
 
-@pytest.fixture
-def compose():
-    import verl
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-
-    def run(overrides):
-        with initialize_config_dir(config_dir=config_dir, version_base=None):
-            return hydra_compose("ppo_trainer", overrides=["+btrans=on", *overrides])
-
-    return run
-
-
-def test_the_run_config_refuses_dbo_and_token_speculation_before_ray(compose):
+def test_the_run_config_refuses_dbo_and_token_speculation_before_ray(compose_cfg):
     from btrans_verl.config import validate_run_config
 
-    validate_run_config(compose(["actor_rollout_ref.rollout.pipeline_model_parallel_size=2"]))  # PP is fine
+    # PP is fine
+    validate_run_config(compose_cfg("+btrans=on", "actor_rollout_ref.rollout.pipeline_model_parallel_size=2"))
     with pytest.raises(ValueError, match=r"engine_kwargs\.vllm\.enable_dbo"):
-        validate_run_config(compose(["+actor_rollout_ref.rollout.engine_kwargs.vllm.enable_dbo=true"]))
+        validate_run_config(compose_cfg("+btrans=on", "+actor_rollout_ref.rollout.engine_kwargs.vllm.enable_dbo=true"))
     spec = "+actor_rollout_ref.rollout.engine_kwargs.vllm.speculative_config={method:ngram,num_speculative_tokens:2}"
-    validate_run_config(compose([spec]))  # sequence granularity: fine
+    validate_run_config(compose_cfg("+btrans=on", spec))  # sequence granularity: fine
     with pytest.raises(ValueError, match=r"speculative_config.*granularity=token"):
-        validate_run_config(compose([spec, "btrans.granularity=token"]))
+        validate_run_config(compose_cfg("+btrans=on", spec, "btrans.granularity=token"))
 
