@@ -66,7 +66,8 @@ def main() -> None:
     data = smoke.write_gsm8k(root / "gsm8k")
     off = one("off", args, model, data, root)
     on = one("on", args, model, data, root)
-    print(f"| {args.model} {args.task}, {args.batch} prompts x {args.n}, {args.response_length} tokens | off | on | on/off |")
+    print(f"| {args.model} {args.task}, {args.batch} prompts x {args.n}, {args.response_length} tokens "
+          "| off | on | on/off |")
     print("|---|---|---|---|")
     for key, label in (("first_step_s", "time to first step (s)"), ("step_s", "time per step, steps >= 2 (s)"),
                        ("peak_gib", "peak memory, all processes (GiB PSS)"), ("wall_s", "whole run (s)")):

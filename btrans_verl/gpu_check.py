@@ -284,8 +284,9 @@ def main(argv=None) -> int:
         sent = len(PROMPTS) * len(SEEDS)
         counted = sum_worker_counters(tp.get("counters") or [])
         once = counted.get("requests_with_latent") == sent and counted.get("workers") == 2
-        report("tp2", "PASS" if ok and once else "FAIL", f"{detail}, requests counted {counted.get('requests_with_latent')}"
-               f" of {sent} over {counted.get('workers')} workers", t0)
+        report("tp2", "PASS" if ok and once else "FAIL",
+               f"{detail}, requests counted {counted.get('requests_with_latent')} of {sent} over "
+               f"{counted.get('workers')} workers", t0)
 
     t0 = time.perf_counter()
     batch, new = 32, 128

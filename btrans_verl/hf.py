@@ -36,8 +36,8 @@ from btrans_verl.latent import (
     check_family,
     hypothesis_key,
     latent_from_keys,
-    match_norm,
     shift,
+    target_norms,
 )
 
 MODES = ("off", "mean", "sample", "replay")
@@ -80,11 +80,7 @@ class HFPopulation:
 
         self._norms: list[tuple[str, int, torch.nn.Module]] = []
         decoder = None
-        for name, module in model.named_modules():
-            hit = match_norm(name, config.targets)
-            if hit is None:
-                continue
-            kind, idx = hit
+        for name, kind, idx, module in target_norms(model, config.targets):
             self._norms.append((kind, idx, module))
             if kind == "input_layernorm" and decoder is None:
                 decoder = name.rsplit(".layers.", 1)[0]

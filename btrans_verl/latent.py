@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from statistics import NormalDist
 
 import torch
@@ -105,7 +105,7 @@ def norm_key(keys: torch.Tensor, norm_idx) -> torch.Tensor:
     return mix32(keys ^ salt)
 
 
-@lru_cache(maxsize=None)
+@cache
 def element_salts(hidden: int) -> torch.Tensor:
     """mix(h ^ K_ELEM) for h < hidden: int64 [hidden] (CPU; engines keep a copy on their device)."""
     return mix32(torch.arange(hidden, dtype=torch.int64) ^ K_ELEM)
@@ -235,6 +235,18 @@ def match_norm(module_name: str, targets) -> tuple[str, int] | None:
     return None
 
 
+def target_norms(model: torch.nn.Module, targets) -> list[tuple[str, str, int, torch.nn.Module]]:
+    """Every module of `model` that carries a latent, in module order: (qualified name, kind, norm_index,
+    module). The one norm discovery of the package: the Hugging Face side and vLLM workers both wrap what this
+    finds (each then checks what its engine needs)."""
+    found = []
+    for name, module in model.named_modules():
+        hit = match_norm(name, targets)
+        if hit is not None:
+            found.append((name, hit[0], hit[1], module))
+    return found
+
+
 # Model families whose decoder layout we know, and the norm kinds each has.
 FAMILIES: dict[str, tuple[str, ...]] = {}
 
@@ -295,6 +307,10 @@ class LatentConfig:
     granularity: str = "sequence"
 
     def __post_init__(self):
+        # The one validation of a mind's settings: verl settings, the Hugging Face side and every vLLM request
+        # (`btrans_verl.vllm.requests.LatentRequest`) go through it.
+        if not isinstance(self.targets, (list, tuple)) or not all(isinstance(t, str) for t in self.targets):
+            raise ValueError(f"btrans.targets must be a list of norm kinds, got {self.targets!r}")
         self.targets = tuple(self.targets)
         for name in ("mu", "sigma"):
             v = getattr(self, name)

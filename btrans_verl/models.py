@@ -59,8 +59,8 @@ def smollm2_dir(dest: str | os.PathLike | None = None) -> Path:
 
 def tiny_dir() -> Path:
     """An HF folder of the tiny Qwen3 taught the `\\boxed{}` answer format
-    (`btrans_verl.cpu.smoke.write_tiny_model`), built once (about a minute) into the cache and shared by
+    (`btrans_verl.tiny.write_tiny_model`), built once (about a minute) into the cache and shared by
     `btrans_verl.cpu.train` and `python -m btrans_verl.eval`."""
-    from btrans_verl.cpu.smoke import write_tiny_model
+    from btrans_verl.tiny import write_tiny_model
 
     return write_tiny_model(cache_root() / "tiny-qwen3")

@@ -8,7 +8,7 @@ its own mind, and the seed is *derived*, never drawn from a random generator, so
 * a resumed run continues with fresh seeds: the global step is part of the derivation, and verl resumes at
   step N + 1 after a checkpoint at step N;
 * no two trajectories of one step share a seed: `step_seeds` proves it by construction (see below); the verl
-  rollout assigns them per step, in its agent-loop manager (`btrans_verl.rollout.assign_minds`), with a
+  rollout assigns them per step, in its agent-loop manager (`btrans_verl.verl.rollout.assign_minds`), with a
   `StepLedger` when a step's prompts arrive in several batches;
 * every seed is in [0, 2**63).
 
@@ -52,9 +52,11 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from btrans_verl.latent import MAX_SEED
+
 __all__ = ["SEED_LIMIT", "PARTITIONS", "StepLedger", "trajectory_seed", "step_seeds", "child_seed"]
 
-SEED_LIMIT = 1 << 63  # seeds are in [0, SEED_LIMIT), the latent's seed range (latent.MAX_SEED + 1)
+SEED_LIMIT = MAX_SEED + 1  # seeds are in [0, SEED_LIMIT): the latent's seed range, owned by btrans_verl.latent
 PARTITIONS = ("train", "val")
 _U64 = 1 << 64
 _HASH_KEY = b"btrans-verl/trajectory-seed"

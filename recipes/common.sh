@@ -3,7 +3,7 @@
 # the environment into the command:
 #
 #   MODE=btrans|baseline   +btrans=on (default) or +btrans=off: the same run with the latent off
-#   DRY_RUN=1              python -m btrans_verl.dry_run <the same overrides>: compose + validate, no GPU, no Ray
+#   DRY_RUN=1              python -m btrans_verl.verl.dry_run <the same overrides>: compose + validate, no GPU, no Ray
 #   PRINT_OVERRIDES=1      print the overrides, one per line, and exit (what the tests read)
 #   NNODES, GPUS_PER_NODE  cluster shape (defaults 1 and 8): trainer.nnodes / trainer.n_gpus_per_node
 #   RAY_ADDRESS            a running Ray cluster's dashboard, e.g. http://10.0.0.1:8265: submit the run to it with
@@ -111,7 +111,7 @@ btrans_launch() {
     return 0
   fi
   if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    exec "$PYTHON" -m btrans_verl.dry_run "$@"
+    exec "$PYTHON" -m btrans_verl.verl.dry_run "$@"
   fi
   btrans_require_files "${BTRANS_DATA_FILES[@]}"
   if (( NNODES > 1 )) || [[ -n "${RAY_ADDRESS:-}" ]]; then

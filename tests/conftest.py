@@ -1,10 +1,14 @@
 import functools
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# test-only plugins (fault injection for real verl runs): see tests/plugins/btrans_faults.py
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 
 FAMILIES = ("qwen2", "qwen3", "llama")
 
@@ -14,7 +18,7 @@ def family(request):
     return request.param
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _composed(overrides: tuple[str, ...]):
     import verl
     from hydra import compose, initialize_config_dir

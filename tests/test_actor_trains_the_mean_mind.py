@@ -7,9 +7,9 @@ import types
 
 import torch
 
-from btrans_verl.actor import attach_mean_shift, mean_shift_config
 from btrans_verl.latent import DEFAULT_TARGETS
 from btrans_verl.tiny import tiny_model
+from btrans_verl.verl.mean_shift import attach_mean_shift, mean_shift_config
 
 
 def _hf_config(model, **attrs):
@@ -41,8 +41,9 @@ def test_zero_mu_or_btrans_off_attach_nothing():
 
 
 def test_the_verl_plugin_patches_verls_fsdp_engine():
-    import btrans_verl.verl_plugin as plugin
     from verl.workers.engine.fsdp import transformer_impl
+
+    import btrans_verl.verl.plugin as plugin
 
     assert plugin.LOADED, plugin.IMPORT_ERROR
     assert getattr(transformer_impl.FSDPEngine._build_module, "_btrans", False)

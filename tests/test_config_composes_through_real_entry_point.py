@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from btrans_verl.config import BTransSettings, validate_run_config
 from btrans_verl.latent import LatentConfig
+from btrans_verl.verl.settings import BTransSettings, validate_run_config
 
 PY = sys.executable
 TIMEOUT_S = 300

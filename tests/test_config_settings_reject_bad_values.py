@@ -10,9 +10,9 @@ import types
 import pytest
 from omegaconf import OmegaConf
 
-from btrans_verl import config as bc
-from btrans_verl.config import BTransSettings, RLVRSettings, TTRLSettings, ValidateRunConfig, validate_run_config
 from btrans_verl.latent import DEFAULT_TARGETS, LatentConfig
+from btrans_verl.verl import settings as bc
+from btrans_verl.verl.settings import BTransSettings, RLVRSettings, TTRLSettings, ValidateRunConfig, validate_run_config
 
 GOOD = {
     "enable": True, "mu": 0.0, "sigma": 0.05, "targets": list(DEFAULT_TARGETS), "granularity": "sequence",
@@ -39,7 +39,9 @@ def run_cfg(btrans=None, *, name="vllm", n=8, adv="grpo", **top):
                                              "agent": {"agent_loop_manager_class": bc.AGENT_LOOP_MANAGER},
                                              "engine_kwargs": {"vllm": {"additional_config": {"btrans": opt_in}}}}},
            "trainer": {"v1": {"sampler": {"custom_sampler": {"path": bc.SAMPLER_PATH, "name": bc.SAMPLER_NAME}}}},
-           "algorithm": {"adv_estimator": adv}, "data": {"shuffle": False, "seed": 1}}
+           "algorithm": {"adv_estimator": adv}, "data": {"shuffle": False, "seed": 1},
+           "reward": {"reward_manager": {"source": "register",
+                                         "name": bc.REWARD_MANAGERS.get((btrans or {}).get("task"), "btrans")}}}
     if btrans is not None:
         cfg["btrans"] = btrans
     cfg.update(top)
@@ -130,6 +132,10 @@ def test_cross_field_checks_name_verl_keys():
     with pytest.raises(ValueError, match=r"btrans\.enable is not set"):
         validate_run_config(run_cfg({"task": "ttrl"}))
     assert validate_run_config(run_cfg(None)) is None
+    cfg = run_cfg(ttrl, n=64)
+    cfg.reward.reward_manager.name = "btrans"  # TTRL scored per trajectory would need labels: refused
+    with pytest.raises(ValueError, match=r"reward\.reward_manager\.name must be 'btrans_ttrl'"):
+        validate_run_config(cfg)
 
 
 def test_the_rollout_engines_opt_in_must_agree_with_btrans():
@@ -185,7 +191,7 @@ def test_callback_exit_is_not_swallowed_by_hydra(monkeypatch):
     from hydra._internal.callbacks import Callbacks
 
     monkeypatch.setitem(bc.sys.modules, bc.VERL_PLUGIN_MODULE, types.SimpleNamespace(LOADED=True))
-    hydra_node = {"callbacks": {"btrans_validate": {"_target_": "btrans_verl.config.ValidateRunConfig"}}}
+    hydra_node = {"callbacks": {"btrans_validate": {"_target_": "btrans_verl.verl.settings.ValidateRunConfig"}}}
     callbacks = Callbacks(run_cfg(with_(sigma=-1.0), hydra=hydra_node))
     assert [type(c) for c in callbacks.callbacks] == [ValidateRunConfig]
     with pytest.raises(SystemExit) as e:  # Hydra turns Exceptions from callbacks into warnings; not this

@@ -8,19 +8,19 @@ an FSDP2 actor on gloo. Two real runs share one checkpoint directory:
 They prove: training happened (parameters changed between the checkpoints; weight decay is 0, so only gradients
 move them), the synced weights reached vLLM (B-Trans off: rollout-vs-actor probability correlation ~1 after
 every sync), the latents reached vLLM (on: every trained trajectory of a prompt has its own seed, vLLM's counters
-grew, and rollout-vs-actor agreement drops), the actor and reference were built as the mean mind, our reward manager / TTRL vote produced the rewards, the metrics were
+grew, and rollout-vs-actor agreement drops), the actor and reference were built as the mean mind, our reward
+manager / TTRL vote produced the rewards, the metrics were
 logged, resume continued at step 3, and nothing was left running. A third run injects a vLLM worker crash and
 must fail promptly and clean (failure hygiene).
 """
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from btrans_faults import fault_env  # tests/plugins (conftest.py puts it on sys.path)
 
 from btrans_verl.cpu import smoke
 
@@ -111,7 +111,7 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
         assert m["btrans/scored_by_btrans"] == 1.0
         for key in ("ttrl/majority_ratio", "ttrl/label_accuracy", "ttrl/pass@k", "critic/score/mean"):
             assert key in m, key
-    # the deterministic update: actor and reference were built as the mean mind z = mu (btrans_verl.actor)
+    # the deterministic update: actor and reference were built as the mean mind z = mu (btrans_verl.verl.mean_shift)
     text = on.log_path.read_text(errors="replace")
     for role in ("actor", "reference"):
         assert f"[btrans] {role}: mean shift mu={MU} attached to 5 norms" in text, role
@@ -129,12 +129,10 @@ def test_training_changed_the_parameters(runs):
 
 def test_a_crashed_vllm_worker_ends_the_run_promptly_and_cleanly(assets):
     root, model, data = assets
-    start = time.monotonic()
     crashed = _run(root / "crash", model, data, "crash", 2, ["+btrans=on"],
-                   env_extra={"BTRANS_CPU_FAULT": "vllm_worker_update:1"}, timeout_s=420)
+                   env_extra=fault_env("vllm_worker_update:1"), timeout_s=420)
     text = crashed.log_path.read_text(errors="replace")
     assert not crashed.timed_out, "the run hung after the vLLM worker died"
     assert crashed.returncode != 0
     assert crashed.leftover_processes == 0, crashed.leftover_commands
     assert "died" in text.lower() or "dead" in text.lower(), text[-3000:]
-    assert time.monotonic() - start < 400

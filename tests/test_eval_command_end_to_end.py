@@ -26,7 +26,7 @@ LABELS = {"mean": "mean mind (greedy, no latent)", "btrans": "B-Trans minds (seq
 def run(tmp_path_factory):
     import pyarrow.parquet as pq
 
-    from btrans_verl.cpu.smoke import write_tiny_model
+    from btrans_verl.tiny import write_tiny_model
     from data_prep.cli import main as data_prep_main
     from data_prep.convert import write_parquet
 

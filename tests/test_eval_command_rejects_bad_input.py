@@ -14,8 +14,7 @@ from btrans_verl.eval.run import main
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny untrained Qwen3 with the smoke tokenizer (no answer training: only its tokenizer matters here)."""
-    from btrans_verl.cpu.smoke import write_tiny_tokenizer
-    from btrans_verl.tiny import tiny_model
+    from btrans_verl.tiny import tiny_model, write_tiny_tokenizer
 
     path = tmp_path_factory.mktemp("tiny_for_errors")
     tok = write_tiny_tokenizer(path)

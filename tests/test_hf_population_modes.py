@@ -174,7 +174,8 @@ def test_qwen3_per_head_q_k_norms_only_when_asked():
 def test_bad_input_is_rejected_before_any_work():
     import transformers
 
-    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, bos_token_id=1, eos_token_id=2))
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64,
+                                                                bos_token_id=1, eos_token_id=2))
     with pytest.raises(ValueError, match="unsupported model family 'gpt2'"):
         attach(gpt2, LatentConfig())
     qwen2 = tiny_model("qwen2")

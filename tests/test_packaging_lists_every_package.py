@@ -1,8 +1,9 @@
 """pyproject.toml lists packages explicitly (conf/ ships as btrans_verl.conf): a package left off the list
 would silently be missing from wheels."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,8 @@
-"""Every recipe in recipes/ composes and validates (both modes) through `btrans_verl.dry_run`, and the dry run
+"""Every recipe in recipes/ composes and validates (both modes) through `btrans_verl.verl.dry_run`, and the dry run
 rejects bad configs naming the offending key.
 
 The recipes print their Hydra overrides with PRINT_OVERRIDES=1 (a cheap bash call, no Python); the dry run then
-runs in-process on exactly those overrides (`btrans_verl.dry_run.main`), so verl is imported once for the module.
+runs in-process on exactly those overrides (`btrans_verl.verl.dry_run.main`), so verl is imported once for the module.
 The launch paths (DRY_RUN=1, single node, Ray job submission) are checked with stub `python` and `ray` executables
 that print their arguments: they must receive the very same overrides.
 """
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from btrans_verl.dry_run import main as dry_run_main
+from btrans_verl.verl.dry_run import main as dry_run_main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO / "recipes"
@@ -130,7 +130,7 @@ def test_launch_paths_get_the_printed_overrides(stubs, data_dir):
 
     dry = run_recipe("ttrl_aime24_qwen3_1.7b", "trainer.total_epochs=1", DRY_RUN="1", **env)
     assert dry.returncode == 0, dry.stderr
-    assert _args(dry.stdout, "PYTHON:") == ["-m", "btrans_verl.dry_run", *overrides]
+    assert _args(dry.stdout, "PYTHON:") == ["-m", "btrans_verl.verl.dry_run", *overrides]
 
     local = run_recipe("ttrl_aime24_qwen3_1.7b", "trainer.total_epochs=1", **env)
     assert local.returncode == 0, local.stderr
@@ -212,14 +212,13 @@ def test_dry_run_usage(capsys):
     assert dry_run_main(["--bogus"]) == 2
     assert "unknown option" in capsys.readouterr().err
     assert dry_run_main(["--help"]) == 0
-    assert "python -m btrans_verl.dry_run" in capsys.readouterr().out
+    assert "python -m btrans_verl.verl.dry_run" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
 def local_model(tmp_path_factory) -> Path:
     """A model folder with a 4096-token context (Qwen2.5-Math-7B's), config and tokenizer only: no weights."""
-    from btrans_verl.cpu.smoke import write_tiny_tokenizer
-    from btrans_verl.tiny import tiny_config
+    from btrans_verl.tiny import tiny_config, write_tiny_tokenizer
 
     dest = tmp_path_factory.mktemp("model")
     config = tiny_config("qwen2", max_positions=4096)

@@ -93,13 +93,13 @@ def test_fresh_across_steps_experiments_and_partitions():
         assert not set(flat(base)) & set(flat(other))
 
 
-RERUN = """
+RERUN = f"""
 import hashlib, json, sys
 from btrans_verl.seeds import step_seeds
-steps = {str(s): step_seeds(42, s, %r, %d) for s in (0, 1, 57)}
-val = step_seeds(42, 57, %r, %d, partition="val", data_sources=["aime"] * %d)
+steps = {{str(s): step_seeds(42, s, {INDICES!r}, {SAMPLES:d}) for s in (0, 1, 57)}}
+val = step_seeds(42, 57, {INDICES!r}, {SAMPLES:d}, partition="val", data_sources=["aime"] * {PROMPTS:d})
 print(hashlib.sha256(json.dumps([steps, val]).encode()).hexdigest())
-""" % (INDICES, SAMPLES, INDICES, SAMPLES, PROMPTS)
+"""
 
 
 def test_stable_across_reruns_in_fresh_processes():

@@ -11,11 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from btrans_verl import config as bc
-from btrans_verl.population import LatentNotAppliedError, batch_metrics, check_latents_applied
-from btrans_verl.rollout import (NO_LATENT, STEP_SEEDS_FIELD, TTRL_INFO_KEYS, VoteGroup, assign_minds, mind_for,
-                                 ttrl_reward_info)
 from btrans_verl.seeds import step_seeds, trajectory_seed
+from btrans_verl.verl import settings as bc
+from btrans_verl.verl.replay_buffer import LatentNotAppliedError, batch_metrics, check_latents_applied
+from btrans_verl.verl.reward_managers import TTRL_INFO_KEYS, VOTE_RESULT_KEY, vote_group_data
+from btrans_verl.verl.rollout import NO_LATENT, STEP_SEEDS_FIELD, VoteGroup, assign_minds, mind_for
 from btrans_verl.vllm.requests import parse_latent_request
 
 
@@ -109,62 +109,6 @@ def test_validation_uses_the_mean_mind_by_default_and_off_sends_nothing():
         mind_for(settings(), validate=False, seed=None)
 
 
-# ------------------------------------------------------------------------------------------------- TTRL votes
-async def _sessions(group: VoteGroup, answers: dict[int, str | None], fail: set[int] = frozenset()):
-    """Run the sessions concurrently, in a shuffled finishing order; failed ones abstain."""
-    async def one(i: int):
-        await asyncio.sleep(0.001 * ((i * 7) % 5))
-        if i in fail:
-            group.abstain(i, 100 + i)
-            return None
-        return await group.submit(i, answers[i], 100 + i)
-
-    return await asyncio.gather(*(one(i) for i in range(group.n_votes)))
-
-
-def test_sessions_meet_vote_and_only_the_first_n_samples_are_trained():
-    group = VoteGroup(n_votes=6, n_samples=4, scheme="binary", ground_truth="0.5")
-    answers = {0: boxed(r"\frac12"), 1: boxed("3"), 2: boxed("0.5"), 3: "no answer", 4: boxed("1/2"), 5: boxed("3")}
-    results = asyncio.run(_sessions(group, answers))
-    assert all(r is results[0] for r in results)  # one vote for the whole group
-    vote = results[0]
-    assert vote.pseudo_label == r"\frac12" and vote.rewards == [1.0, 0.0, 1.0, 0.0]
-    rewards, infos = zip(*(ttrl_reward_info(vote, i) for i in range(6)))
-    assert rewards == (1.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-    assert [info["ttrl_voter_only"] for info in infos] == [0.0] * 4 + [1.0] * 2
-    assert all(tuple(info) == TTRL_INFO_KEYS for info in infos)  # same keys on every trajectory
-    assert infos[0]["ttrl_label_accuracy"] == 1.0 and infos[0]["ttrl_distinct_latents"] == 6.0
-
-
-def test_a_failed_session_abstains_and_does_not_sink_its_group():
-    group = VoteGroup(n_votes=4, n_samples=4, scheme="binary", ground_truth="7")
-    results = asyncio.run(_sessions(group, {0: boxed("7"), 2: boxed("7"), 3: boxed("8")}, fail={1}))
-    vote = next(r for r in results if r is not None)
-    assert vote.pseudo_label == "7" and vote.rewards == [1.0, 0.0, 1.0, 0.0]
-    assert vote.metrics.failed_ratio == 0.25
-
-
-def test_all_empty_group_gives_zero_rewards_and_no_label():
-    group = VoteGroup(n_votes=3, n_samples=3, scheme="simplerl")
-    vote = asyncio.run(_sessions(group, {0: "?", 1: r"\boxed{}", 2: "none"}))[0]
-    assert vote.pseudo_label is None and vote.rewards == [0.0, 0.0, 0.0]
-    assert np.isnan(ttrl_reward_info(vote, 0)[1]["ttrl_label_accuracy"])  # no ground truth: no label metric
-
-
-def test_a_session_cannot_answer_twice():
-    group = VoteGroup(n_votes=2, n_samples=2, scheme="binary")
-
-    async def twice():
-        first = asyncio.ensure_future(group.submit(0, boxed("1"), 1))
-        await asyncio.sleep(0)
-        with pytest.raises(RuntimeError, match="answered twice"):
-            await group.submit(0, boxed("1"), 1)
-        await group.submit(1, boxed("1"), 2)
-        return await first
-
-    assert asyncio.run(twice()).pseudo_label == "1"
-
-
 # ------------------------------------------------------------------------------------------------- reward manager
 def _data(tokenizer, response: str, ground_truth):
     from verl import DataProto
@@ -179,7 +123,7 @@ def _data(tokenizer, response: str, ground_truth):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from btrans_verl.cpu.smoke import write_tiny_tokenizer
+    from btrans_verl.tiny import write_tiny_tokenizer
 
     return write_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
@@ -189,8 +133,9 @@ def tokenizer(tmp_path_factory):
     ("simplerl", boxed("0.5"), 1.0), ("simplerl", boxed("2"), -0.5), ("simplerl", "no box", -1.0)])
 def test_btrans_reward_manager_is_registered_in_verl_and_scores_boxed_answers(compose_cfg, tokenizer, scheme, response,
                                                                                expected):
-    import btrans_verl.verl_plugin  # noqa: F401  (verl imports it; registers the manager lazily)
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+
+    import btrans_verl.verl.plugin  # noqa: F401  (verl imports it; registers the manager lazily)
 
     cfg = compose_cfg("+btrans=on", f"btrans.rlvr.reward_scheme={scheme}")  # the config verl's workers receive
     manager = get_reward_manager_cls("btrans")(config=cfg, tokenizer=tokenizer, compute_score=None,
@@ -202,6 +147,96 @@ def test_btrans_reward_manager_is_registered_in_verl_and_scores_boxed_answers(co
     assert info["acc"] == float(expected == 1.0) and (info["answer_id"] == -1.0) == ("boxed" not in response)
     with pytest.raises(ValueError, match="ground_truth"):
         asyncio.run(manager.run_single(_data(tokenizer, response, None)))
+
+
+# ------------------------------------------------------------------------------------------------- TTRL votes
+def ttrl_manager(compose_cfg, tokenizer, n_votes: int, n_samples: int, scheme: str = "binary"):
+    """The registered `btrans_ttrl` manager, built as verl's reward-loop worker builds it, from the whole config."""
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+
+    import btrans_verl.verl.plugin  # noqa: F401  (verl imports it; registers the managers lazily)
+
+    cfg = compose_cfg("+btrans=on", "btrans/task=ttrl", f"btrans.ttrl.n_votes={n_votes}",
+                      f"btrans.ttrl.n_samples={n_samples}", f"btrans.ttrl.reward_scheme={scheme}")
+    assert cfg.reward.reward_manager.name == "btrans_ttrl"  # the task's config selects it
+    return get_reward_manager_cls(cfg.reward.reward_manager.name)(
+        config=cfg, tokenizer=tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None)
+
+
+async def _sessions(group: VoteGroup, manager, tokenizer, answers: dict[int, str | None], fail=frozenset()):
+    """Run the sessions concurrently, in a shuffled finishing order (failed ones abstain), and hand the gathered
+    group to the manager as the agent-loop worker hands it to a reward-loop worker."""
+    calls = []
+
+    async def score(g: VoteGroup):
+        calls.append(dict(g.candidates))
+        out = await manager.run_single(vote_group_data(g.candidates, g.n_votes, g.n_samples, g.reward_model))
+        return out[VOTE_RESULT_KEY]
+
+    async def one(i: int):
+        await asyncio.sleep(0.001 * ((i * 7) % 5))
+        if i in fail:
+            group.abstain(i, 100 + i, score)
+            return None
+        return await group.submit(i, tokenizer.encode(answers[i]), 100 + i, score)
+
+    results = await asyncio.gather(*(one(i) for i in range(group.n_votes)))
+    await asyncio.sleep(0)
+    assert len(calls) == 1 and sorted(calls[0]) == list(range(group.n_votes))  # the group, whole, once
+    return results
+
+
+def test_the_ttrl_manager_votes_over_the_whole_group_and_only_the_first_n_samples_are_trained(compose_cfg, tokenizer):
+    manager = ttrl_manager(compose_cfg, tokenizer, n_votes=6, n_samples=4)
+    group = VoteGroup(n_votes=6, n_samples=4, reward_model={"ground_truth": "0.5"})
+    answers = {0: boxed(r"\frac12"), 1: boxed("3"), 2: boxed("0.5"), 3: "no answer", 4: boxed("1/2"), 5: boxed("3")}
+    results = asyncio.run(_sessions(group, manager, tokenizer, answers))
+    assert [r["reward_score"] for r in results] == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # equivalent forms win together
+    infos = [r["reward_extra_info"] for r in results]
+    assert [info["ttrl_voter_only"] for info in infos] == [0.0] * 4 + [1.0] * 2
+    assert all(tuple(info) == TTRL_INFO_KEYS for info in infos)  # same keys on every trajectory
+    assert infos[0]["ttrl_label_accuracy"] == 1.0 and infos[0]["ttrl_distinct_latents"] == 6.0
+
+
+def test_a_failed_session_abstains_and_does_not_sink_its_group(compose_cfg, tokenizer):
+    manager = ttrl_manager(compose_cfg, tokenizer, n_votes=4, n_samples=4)
+    group = VoteGroup(n_votes=4, n_samples=4, reward_model={"ground_truth": "7"})
+    results = asyncio.run(_sessions(group, manager, tokenizer, {0: boxed("7"), 2: boxed("7"), 3: boxed("8")},
+                                    fail={1}))
+    assert results[1] is None and [r["reward_score"] for i, r in enumerate(results) if i != 1] == [1.0, 1.0, 0.0]
+    assert results[0]["reward_extra_info"]["ttrl_failed_ratio"] == 0.25
+
+
+def test_all_empty_group_gives_zero_rewards_and_no_label(compose_cfg, tokenizer):
+    manager = ttrl_manager(compose_cfg, tokenizer, n_votes=3, n_samples=3, scheme="simplerl")
+    group = VoteGroup(n_votes=3, n_samples=3)
+    results = asyncio.run(_sessions(group, manager, tokenizer, {0: "?", 1: r"\boxed{}", 2: "none"}))
+    assert [r["reward_score"] for r in results] == [0.0, 0.0, 0.0]  # an empty answer never wins
+    assert np.isnan(results[0]["reward_extra_info"]["ttrl_label_accuracy"])  # no ground truth: no label metric
+    assert results[0]["reward_extra_info"]["ttrl_has_pseudo_label"] == 0.0
+
+
+def test_a_session_cannot_answer_twice(compose_cfg, tokenizer):
+    manager = ttrl_manager(compose_cfg, tokenizer, n_votes=2, n_samples=2)
+    group = VoteGroup(n_votes=2, n_samples=2)
+
+    async def score(g):
+        return (await manager.run_single(vote_group_data(g.candidates, 2, 2, {})))[VOTE_RESULT_KEY]
+
+    async def twice():
+        first = asyncio.ensure_future(group.submit(0, tokenizer.encode(boxed("1")), 1, score))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="answered twice"):
+            await group.submit(0, tokenizer.encode(boxed("1")), 1, score)
+        await group.submit(1, tokenizer.encode(boxed("1")), 2, score)
+        return await first
+
+    assert asyncio.run(twice())["reward_score"] == 1.0
+
+
+def test_the_ttrl_manager_scores_a_single_validation_trajectory_against_ground_truth(compose_cfg, tokenizer):
+    manager = ttrl_manager(compose_cfg, tokenizer, n_votes=2, n_samples=2)
+    assert asyncio.run(manager.run_single(_data(tokenizer, boxed("0.5"), "1/2")))["reward_score"] == 1.0
 
 
 # ------------------------------------------------------------------------------------------------- metrics, guard

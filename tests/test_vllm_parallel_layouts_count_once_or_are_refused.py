@@ -16,7 +16,7 @@ from vllm.config import VllmConfig, set_current_vllm_config  # noqa: E402
 from vllm.model_executor.layers.layernorm import RMSNorm  # noqa: E402
 from vllm.model_executor.models.utils import PPMissingLayer  # noqa: E402
 
-from btrans_verl.population import SERVER_NAME  # noqa: E402
+from btrans_verl.verl.replay_buffer import SERVER_NAME  # noqa: E402
 from btrans_verl.vllm import plugin  # noqa: E402
 from btrans_verl.vllm.canary import eager_check  # noqa: E402
 from btrans_verl.vllm.counters import counter_delta, sum_worker_counters  # noqa: E402
@@ -146,7 +146,7 @@ def test_the_real_vllm_config_field_for_dual_batch_overlap_is_the_one_refused():
 
 
 def test_the_run_config_refuses_dbo_and_token_speculation_before_ray(compose_cfg):
-    from btrans_verl.config import validate_run_config
+    from btrans_verl.verl.settings import validate_run_config
 
     # PP is fine
     validate_run_config(compose_cfg("+btrans=on", "actor_rollout_ref.rollout.pipeline_model_parallel_size=2"))

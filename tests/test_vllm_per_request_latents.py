@@ -287,7 +287,8 @@ def test_an_engine_not_opted_in_is_stock_vllm_and_refuses_latents(llm, model_dir
     assert stock["tokens"] == unpatched["tokens"]
     assert stock["hash"] == unpatched["hash"]  # the compile-cache key of vLLM without the plugin
     (counters,) = stock["counters"]
-    assert counters["norms_patched"] == 0 and counters["slot_table_bytes"] == 0, counters  # nothing wrapped, nothing allocated
+    # nothing wrapped, nothing allocated
+    assert counters["norms_patched"] == 0 and counters["slot_table_bytes"] == 0, counters
     assert "not configured for B-Trans" in stock["probe"] and "additional_config" in stock["probe"], stock["probe"]
     assert "stock engine" in stock["canary"][0]["errors"][0], stock["canary"]
     # an opted-in engine serving requests without a latent gives the same tokens
@@ -384,7 +385,8 @@ def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
 
 def test_a_request_targeting_norms_the_engine_did_not_wrap_is_refused(model_dir):
     # the engine's targets narrow what it wraps; a request asking for more must not run half-shifted
-    res = _run_engine(model_dir, {}, dict(max_model_len=128, additional_config={"btrans": {"targets": ["input_layernorm"]}}),
+    narrow = {"btrans": {"targets": ["input_layernorm"]}}
+    res = _run_engine(model_dir, {}, dict(max_model_len=128, additional_config=narrow),
                       [(PROMPT, (4, latent_args(1, 0.5)))])
     assert "['post_attention_layernorm', 'final_norm'] are not wrapped by this engine" in res.get("error", ""), res
 

@@ -11,15 +11,17 @@ and vLLM process started afterwards inherits it), registers the verl platform "c
 What runs where
 ---------------
 - `apply_verl_patches()`: in every process that imports verl (driver, TaskRunner, trainer workers, agent-loop and
-  reward workers, vLLM server actors, vLLM worker processes via verl's worker extension). It must run at
-  `import verl` time, before anything calls `verl.plugin.platform.get_platform()` (lazy singleton): wire it to
-  a `verl.plugins` entry point, or set `VERL_USE_EXTERNAL_MODULES=btrans_verl.cpu.autoload`.
-- `apply_vllm_patches()`: in vLLM's own processes (EngineCore and workers load `vllm.general_plugins`); the
-  btrans vLLM plugin calls it. The verl side calls it too (cheap: the patches are post-import hooks).
+  reward workers, vLLM server actors, vLLM worker processes via verl's worker extension), through this package's
+  own entry point `verl.plugins: btrans_cpu` (`btrans_verl.cpu.autoload`; or set
+  `VERL_USE_EXTERNAL_MODULES=btrans_verl.cpu.autoload`). It must run at `import verl` time, before anything calls
+  `verl.plugin.platform.get_platform()` (lazy singleton).
+- `apply_vllm_patches()`: in vLLM's own processes, through the entry point `vllm.general_plugins: btrans_cpu`.
 - `CPU_OVERRIDES`: the Hydra overrides a CPU run needs (`btrans_verl.cpu.train` adds them for you).
 
-Each patch is a small function with a version guard in `patches_verl.py` / `patches_vllm.py`; the platform is
-in `platform.py`, the `torch.cpu`-backed device module in `device.py`, failure handling in `watchdog.py`.
+This package is only the CPU platform: nothing else in btrans_verl imports it, and deleting it leaves the GPU path
+untouched. Each patch is a small function with a version guard in `patches_verl.py` / `patches_vllm.py`, written
+with `btrans_verl.patching`; the platform is in `platform.py`, the `torch.cpu`-backed device module in
+`device.py`. Failure hygiene is not CPU-specific: `btrans_verl.verl.hygiene`, on every platform.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def apply_verl_patches() -> bool:
         os.environ[PLATFORM_ENV] = "cpu"
         os.environ[SWITCH_ENV] = "1"
         from btrans_verl.cpu.patches_verl import VERL_PATCHES
-        from btrans_verl.cpu.versions import require_verl
+        from btrans_verl.verl import require_verl
 
         require_verl("platform")
         from btrans_verl.cpu.platform import register_platform
@@ -139,12 +140,6 @@ def apply_verl_patches() -> bool:
         register_platform()
         for patch in VERL_PATCHES:
             patch()
-        from btrans_verl.cpu.faults import install_faults
-
-        install_faults()
-        from btrans_verl.cpu import watchdog
-
-        watchdog.install()
         _verl_applied = True
     except Exception as exc:
         _report(exc)

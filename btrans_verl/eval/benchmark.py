@@ -15,9 +15,10 @@ A benchmark is given as one of
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from btrans_verl.eval.config import EvalInputError
 from btrans_verl.rewards.math_answer import reference_answer

@@ -14,9 +14,10 @@ none. Anything else raises :class:`LatentNotAppliedError`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from btrans_verl.eval.benchmark import Problem
 from btrans_verl.eval.config import EvalConfig, EvalInputError

@@ -10,8 +10,8 @@ reference's bucket; a response without a boxed answer takes a place in a K-subse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tqdm import tqdm
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Callable, Hashable, Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -4,9 +4,10 @@ the run summary (the JSON's ``extra``), its markdown appendix, and ``samples.jso
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from btrans_verl.eval.engine import METHOD_LABELS, MethodSamples
 from btrans_verl.eval.grading import Graded
@@ -40,7 +41,7 @@ def _step_comparison(evaluations: Sequence[MethodEvaluation]) -> dict[str, Any] 
             "sequence": seq.step_consistency.to_dict(), "token": tok.step_consistency.to_dict()}
 
 
-def run_summary(prep: "PreparedRun", samples: Mapping[str, MethodSamples],
+def run_summary(prep: PreparedRun, samples: Mapping[str, MethodSamples],
                 evaluations: Sequence[MethodEvaluation], engine_seconds: float,
                 norms_patched: int) -> dict[str, Any]:
     """Everything about the run that is not a metric: command, inputs, settings, counters, timings.
@@ -91,7 +92,7 @@ def write_markdown_appendix(path: Path, extra: Mapping[str, Any]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def write_samples(path: Path, prep: "PreparedRun", samples: Mapping[str, MethodSamples],
+def write_samples(path: Path, prep: PreparedRun, samples: Mapping[str, MethodSamples],
                   graded: Mapping[str, Graded]) -> Path:
     """One JSON line per response: method, problem, sample, seeds, settings, text, answer, correctness."""
     with path.open("w", encoding="utf-8") as f:

@@ -17,8 +17,17 @@ from tqdm import tqdm
 
 from btrans_verl.eval.benchmark import Problem, load_benchmark, render_prompts
 from btrans_verl.eval.config import EvalConfig, EvalInputError
-from btrans_verl.eval.engine import METHOD_LABELS, LatentNotAppliedError, MethodSamples, engine_counters, \
-    generate_method, resolve_model, sample_seeds, start_engine, stop_engine
+from btrans_verl.eval.engine import (
+    METHOD_LABELS,
+    LatentNotAppliedError,
+    MethodSamples,
+    engine_counters,
+    generate_method,
+    resolve_model,
+    sample_seeds,
+    start_engine,
+    stop_engine,
+)
 from btrans_verl.eval.grading import Graded, grade_responses
 from btrans_verl.eval.metrics import SamplingSettings
 from btrans_verl.eval.outputs import run_summary, write_markdown_appendix, write_samples

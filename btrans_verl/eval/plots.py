@@ -7,8 +7,8 @@ never changes the global pyplot backend. Every figure states n, sigma, temperatu
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from btrans_verl.eval.config import DEFAULT_METHODS, EvalConfig, EvalInputError
 from btrans_verl.eval.engine import LatentNotAppliedError

@@ -39,8 +39,9 @@ from btrans_verl.latent import (
     hypothesis_key,
     latent_from_keys,
     match_norm,
-    normal_table,
     norm_index,
+    normal_table,
+    target_norms,
 )
 from btrans_verl.vllm.counters import LatentNotAppliedError
 from btrans_verl.vllm.requests import LatentRequest
@@ -152,19 +153,17 @@ def graph_check(runner, state: LatentState, ranks: dict[str, int]) -> tuple[list
 def eager_check(model: torch.nn.Module, state: LatentState) -> tuple[list[str], int]:
     """(errors, norms checked) of the per-norm check (see the module docstring)."""
     errors = []
-    live = {name: m for name, m in model.named_modules()
-            if match_norm(name, state.kinds) is not None and not is_missing_layer(m)}
+    live = {name: (kind, m) for name, kind, _, m in target_norms(model, state.kinds) if not is_missing_layer(m)}
     for name in sorted(set(state.norms) - set(live)):
         errors.append(f"{name} was wrapped at load time but is not in the model the runner calls")
     checked = 0
     with _holding(state):
         state.hold_canary(canary_mind(state.kinds))
-        for name, module in sorted(live.items()):
+        for name, (kind, module) in sorted(live.items()):
             if getattr(module.forward, "btrans_state", None) is not state:
                 errors.append(f"{name}: its forward is not this worker's B-Trans wrapper (unwrapped or replaced)")
                 continue
             idx, _ = state.norms.get(name, (None, None))
-            kind = match_norm(name, state.kinds)[0]
             hidden = int(module.weight.shape[-1])
             shape = (1, 1, hidden) if NORM_KINDS[kind].per_head else (1, hidden)
             x = torch.zeros(shape, dtype=module.weight.dtype, device=state.device)

@@ -2,7 +2,7 @@
 
 Each vLLM worker keeps a `WorkerCounters` (`btrans_verl.vllm.worker`); `collective_rpc("btrans_counters")`
 returns one dict per worker. The evaluation command (`btrans_verl.eval.engine`) and verl's trainer
-(`btrans_verl.population`) both sum them over workers, take the change over a batch of requests and raise
+(`btrans_verl.verl.replay_buffer`) both sum them over workers, take the change over a batch of requests and raise
 `LatentNotAppliedError` when the change contradicts what was sent.
 """
 
@@ -31,7 +31,8 @@ def sum_worker_counters(per_worker: Iterable[Mapping[str, int]]) -> dict[str, in
     Every tensor-parallel rank and every pipeline stage of a model replica sees every request of that replica,
     so the request counters (requests_with_latent, tokens_shifted, steps_with_latent, steps) are taken from one
     worker per replica: tensor rank 0 of pipeline stage 0. Data-parallel engines serve disjoint requests and are
-    summed. `norms_patched` and `slot_table_bytes` sum the stages of each replica (tensor rank 0: each stage wraps its own norms);
+    summed. `norms_patched` and `slot_table_bytes` sum the stages of each replica (tensor rank 0: each stage wraps
+    its own norms);
     `workers` counts the dicts. Dicts without place keys (older plugins, single workers) count as rank 0."""
     total: dict[str, int] = {"workers": 0}
     for counters in per_worker:

@@ -48,10 +48,11 @@ BTRANS_VLLM_ALLOW_UNTESTED=1; BTRANS_VLLM_DISABLE=1 skips the plugin altogether.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import logging
 import os
+
+from btrans_verl.patching import patch
 
 logger = logging.getLogger("btrans_verl.vllm")
 
@@ -80,17 +81,8 @@ def check_version(version: str) -> None:
 
 
 def _wrap(cls, name: str, make):
-    """Replace cls.name by make(original), once."""
-    orig = cls.__dict__.get(name)
-    if orig is None:
-        raise UnsupportedVLLMVersion(f"B-Trans: {cls.__module__}.{cls.__name__}.{name} not found")
-    is_classmethod = isinstance(orig, classmethod)
-    func = orig.__func__ if is_classmethod else orig
-    if getattr(func, "_btrans_wrapped", False):
-        return
-    new = functools.wraps(func)(make(func))
-    new._btrans_wrapped = True
-    setattr(cls, name, classmethod(new) if is_classmethod else new)
+    """Replace cls.name by make(original), once (`btrans_verl.patching.patch`)."""
+    patch(cls, name, make, what=f"vllm: {cls.__name__}.{name}")
 
 
 # ---------------------------------------------------------------------------------------------- front end
@@ -324,12 +316,6 @@ def register() -> None:
     import vllm
 
     check_version(vllm.__version__)
-    try:
-        from btrans_verl.cpu import apply_vllm_patches
-    except ImportError:
-        apply_vllm_patches = None
-    if apply_vllm_patches is not None:
-        apply_vllm_patches()
     _patch_front_end()
     from btrans_verl.vllm.serving import patch_serving
 

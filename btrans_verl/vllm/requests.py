@@ -25,11 +25,11 @@ n children are n minds. To sample one mind several times, send separate requests
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
-from btrans_verl.latent import DEFAULT_TARGETS, GRANULARITIES, NORM_KINDS, LatentConfig, _check_seed
+from btrans_verl.latent import DEFAULT_TARGETS, NORM_KINDS, LatentConfig, _check_seed
 from btrans_verl.seeds import child_seed
 
 KEYS = ("seed", "sigma", "mu", "granularity", "targets")
@@ -50,22 +50,13 @@ class LatentRequest:
     def __post_init__(self):
         _check_seed(self.seed)
         targets = self.targets.split(",") if isinstance(self.targets, str) else self.targets
-        if not isinstance(targets, (list, tuple)) or not targets or \
-                not all(isinstance(t, str) for t in targets):
-            raise ValueError(f"btrans targets must be a non-empty list of norm kinds, got {self.targets!r}")
-        targets = [t.strip() for t in targets]
-        unknown = [t for t in targets if t not in NORM_KINDS]
-        if unknown:
-            raise ValueError(f"btrans targets: unknown norm kind(s) {unknown}; known: {list(NORM_KINDS)}")
-        object.__setattr__(self, "targets", tuple(k for k in NORM_KINDS if k in targets))  # canonical order
-        for name in ("sigma", "mu"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"btrans {name} must be a finite number, got {v!r}")
-        if self.sigma < 0:
-            raise ValueError(f"btrans sigma must be >= 0, got {self.sigma!r}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"btrans granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if isinstance(targets, (list, tuple)):
+            targets = [t.strip() if isinstance(t, str) else t for t in targets]
+        # the latent's rules live in LatentConfig; a request is checked by them, with the same messages
+        mind = LatentConfig(mu=self.mu, sigma=self.sigma, targets=targets, granularity=self.granularity)
+        object.__setattr__(self, "targets", tuple(k for k in NORM_KINDS if k in mind.targets))  # canonical order
+        object.__setattr__(self, "sigma", mind.sigma)
+        object.__setattr__(self, "mu", mind.mu)
 
     @property
     def cache_salt(self) -> str:

@@ -32,6 +32,8 @@ import logging
 
 import numpy as np
 
+from btrans_verl.patching import patch
+
 logger = logging.getLogger("btrans_verl.vllm")
 
 _RUNNER_MODULE = "vllm.v1.worker.gpu.model_runner"
@@ -137,9 +139,6 @@ def patch_v2() -> bool:
     if orig is None:
         logger.debug("B-Trans: %s.GPUModelRunner has no load_model; V2 not hooked", _RUNNER_MODULE)
         return False
-    if not getattr(orig, "_btrans_wrapped", False):
-        new = functools.wraps(orig)(_make_load(orig))
-        new._btrans_wrapped = True
-        cls.load_model = new
+    patch(cls, "load_model", _make_load, what="vllm: V2 GPUModelRunner.load_model")
     cls._btrans_hooked = True
     return True

@@ -33,7 +33,8 @@ VLLMClientError only, so ValueError is added as a second base (callers that catc
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from btrans_verl.vllm.plugin import UnsupportedVLLMVersion, _wrap
 from btrans_verl.vllm.requests import parse_latent_request

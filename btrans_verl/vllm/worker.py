@@ -44,9 +44,9 @@ from btrans_verl.latent import (
     element_salts,
     hypothesis_key,
     latent_from_keys,
-    match_norm,
     normal_table,
     shift,
+    target_norms,
 )
 from btrans_verl.vllm.requests import LatentRequest, parse_latent_request
 from btrans_verl.vllm.settings import OPT_IN, EngineSettings, engine_settings
@@ -379,16 +379,13 @@ def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: to
         logger.warning("B-Trans: latents disabled for this engine: %s", e)
         return None
     found, elsewhere = [], set()
-    for name, module in model.named_modules():
-        hit = match_norm(name, targets)
-        if hit is None:
-            continue
+    for name, kind, idx, module in target_norms(model, targets):
         if is_missing_layer(module):
-            elsewhere.add(hit[0])
+            elsewhere.add(kind)
             continue
         if not hasattr(module, "weight") or "norm" not in type(module).__name__.lower():
-            raise RuntimeError(f"B-Trans: {name} matched target {hit[0]} but is a {type(module).__name__}")
-        found.append((name, hit[1], hit[0], int(module.weight.shape[-1]), module.weight.dtype))
+            raise RuntimeError(f"B-Trans: {name} matched target {kind} but is a {type(module).__name__}")
+        found.append((name, idx, kind, int(module.weight.shape[-1]), module.weight.dtype))
     present = {kind for _, _, kind, _, _ in found} | elsewhere
     missing = sorted(set(targets) - present)
     if not found or missing:

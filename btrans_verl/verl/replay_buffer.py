@@ -1,7 +1,7 @@
 """Population metrics and the no-silent-no-op guard, computed where verl samples each training batch.
 
     python -m verl.trainer.main_ppo +btrans=on ...     # conf/btrans/on.yaml sets
-    trainer.v1.sampler.custom_sampler={path: pkg://btrans_verl.population, name: BTransReplayBuffer}
+    trainer.v1.sampler.custom_sampler={path: pkg://btrans_verl.verl.replay_buffer, name: BTransReplayBuffer}
 
 `BTransReplayBuffer` is verl 0.9.1's sync replay buffer plus, on every `sample()` (in the trainer process, once
 the step's rollouts are finished):
@@ -41,11 +41,11 @@ import ray
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
-from btrans_verl.config import BTransSettings
+from btrans_verl.verl.settings import BTransSettings
 from btrans_verl.vllm.canary import check_canary_reports
 from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
 
-logger = logging.getLogger("btrans_verl.population")
+logger = logging.getLogger("btrans_verl.verl.replay_buffer")
 
 # verl names its rollout servers vllm_server_<replica>_<node> (prefill servers of a disaggregated replica too) and
 # the decode servers of a prefill/decode-disaggregated replica vllm_server_decode_<replica>_<i>; reward and teacher

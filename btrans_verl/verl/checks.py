@@ -1,8 +1,8 @@
-"""The checks `btrans_verl.dry_run` runs on a composed, resolved verl config: verl's dataclasses key by key and
+"""The checks `btrans_verl.verl.dry_run` runs on a composed, resolved verl config: verl's dataclasses key by key and
 converted, verl's `validate_config`, the batch arithmetic verl checks only at run time, the components the config
 names by import path, and the data files. Every `DryRunError` names the offending key.
 
-    python -m btrans_verl.dry_run <hydra overrides...>      # the command line; see btrans_verl/dry_run.py
+    python -m btrans_verl.verl.dry_run <hydra overrides...>      # the command line; see btrans_verl/verl/dry_run.py
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def ref_node_as_verl_converts_it(cfg):
 
 
 def check_verl_dataclasses(cfg, found: Findings) -> None:
-    """Steps 3-4 of btrans_verl.dry_run's docstring, for the nodes verl converts in a `main_ppo` run."""
+    """Steps 3-4 of btrans_verl.verl.dry_run's docstring, for the nodes verl converts in a `main_ppo` run."""
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.workers.config import HFModelConfig, RewardModelConfig
     from verl.workers.config.reward import RewardManagerConfig

@@ -1,7 +1,7 @@
 """Dry run: compose, resolve and validate a verl run config exactly as `python -m verl.trainer.main_ppo` would,
 without GPUs, without Ray and without the model's files.
 
-    python -m btrans_verl.dry_run +btrans=on actor_rollout_ref.model.path=Qwen/Qwen3-1.7B <overrides...>
+    python -m btrans_verl.verl.dry_run +btrans=on actor_rollout_ref.model.path=Qwen/Qwen3-1.7B <overrides...>
     DRY_RUN=1 bash recipes/rlvr_qwen3_1.7b.sh          # every recipe runs this with its own overrides
 
 Exit status 0 with a short summary (model, task, B-Trans on/off, sigma, group size, batch sizes, GPUs), or 1 with
@@ -10,7 +10,7 @@ the error naming the offending key (2: bad command line). What it checks:
 1. composition: Hydra's compose API on verl's own config directory (`verl/trainer/config`, config `ppo_trainer`,
    the one `main_ppo`'s `@hydra.main` uses) plus btrans-verl's search path (the installed Hydra plugin), with the
    same overrides; then every interpolation is resolved;
-2. B-Trans: `btrans_verl.config.validate_run_config` (what the Hydra callback runs before Ray) and the verl
+2. B-Trans: `btrans_verl.verl.settings.validate_run_config` (what the Hydra callback runs before Ray) and the verl
    plugin's load check;
 3. verl's keys and values: the nodes verl turns into its dataclasses (actor, reference, rollout, algorithm, and
    critic / distillation when used) are checked key by key against their dataclass, scalar types included, then
@@ -20,13 +20,13 @@ the error naming the offending key (2: bad command line). What it checks:
    chat template are checked too); otherwise its keys are checked and the summary says so. `reward` is read by
    verl as a plain mapping: its reward-manager keys are checked, and the manager must be registered;
 4. verl's `validate_config` (what `main_ppo.main` runs before Ray), and the batch arithmetic verl only checks at
-   run time on the GPUs (`btrans_verl.verl_checks.check_batch_arithmetic`);
+   run time on the GPUs (`btrans_verl.verl.checks.check_batch_arithmetic`);
 5. the components the config names by import path import: the agent-loop manager class, the replay-buffer
    sampler;
 6. data files that exist here: their row counts against `data.train_batch_size` (missing files are reported,
    not fatal: the data may live on the cluster only).
 
-Steps 3-6 live in `btrans_verl.verl_checks`.
+Steps 3-6 live in `btrans_verl.verl.checks`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from btrans_verl.verl_checks import (
+from btrans_verl.verl.checks import (
     DryRunError,
     Findings,
     check_batch_arithmetic,
@@ -50,7 +50,7 @@ from btrans_verl.verl_checks import (
 
 __all__ = ["DryRunError", "Report", "compose_run_config", "dry_run", "main"]
 
-USAGE = """usage: python -m btrans_verl.dry_run [--print-config] <hydra overrides...>
+USAGE = """usage: python -m btrans_verl.verl.dry_run [--print-config] <hydra overrides...>
 
 Composes the config `python -m verl.trainer.main_ppo <hydra overrides...>` would run, validates it without GPUs or
 Ray, prints a summary and exits 0, or exits 1 naming the offending key.
@@ -157,7 +157,7 @@ def dry_run(overrides: Sequence[str]) -> Report:
 
 
 def _check(cfg, report: Report) -> None:
-    from btrans_verl.config import check_verl_plugin_loaded, validate_run_config
+    from btrans_verl.verl.settings import check_verl_plugin_loaded, validate_run_config
 
     try:
         report.settings = validate_run_config(cfg)

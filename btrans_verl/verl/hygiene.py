@@ -1,6 +1,7 @@
 """Failure hygiene: when a Ray actor or a vLLM process dies, end the run promptly, non-zero, and leave nothing.
 
-What stock verl 0.9.1 does (reproduced on CPU with `BTRANS_CPU_FAULT=vllm_worker_update:2`, see faults.py):
+What stock verl 0.9.1 does (reproduced on CPU with the test plugin `tests/plugins/btrans_faults.py`,
+`BTRANS_TEST_FAULT=vllm_worker_update:2`):
 a vLLM worker process dies during the weight sync at the end of step 1. vLLM notices at once: the EngineCore
 logs "Worker proc VllmWorker-0 died unexpectedly, shutting down executor" and exits, and the front end
 (`AsyncLLM`, inside verl's `vLLMHttpServer` Ray actor) raises EngineDeadError. But nothing reaches verl:
@@ -13,7 +14,8 @@ logs "Worker proc VllmWorker-0 died unexpectedly, shutting down executor" and ex
 - the TaskRunner waits on the trainer worker and the driver waits in `ray.get(runner.run.remote(config))`
   (`verl/trainer/main_ppo.py:91`) forever, with the Ray cluster and every process alive.
 
-Two small mechanisms close the gap, both installed by `btrans_verl.cpu.apply_verl_patches()`:
+Two small mechanisms close the gap, both installed by the verl plugin (`btrans_verl.verl.plugin`) in every
+process, on every platform (a dead vLLM worker hangs a GPU run just the same):
 
 1. `install_server_monitor()` (every process; acts in the vLLMHttpServer actor): after
    `vLLMHttpServer.launch_server` (`vllm_async_server.py:277`) a daemon thread polls vLLM's public
@@ -30,14 +32,13 @@ Two small mechanisms close the gap, both installed by `btrans_verl.cpu.apply_ver
    driver shares its fate (Ray starts GCS/raylet with kill-on-parent-death) and goes with it.
 
 The watchdog stops as soon as `ray.shutdown()` starts or the interpreter exits, so normal ends are untouched.
-Set `BTRANS_WATCHDOG=0` to disable both. Neither needs the CPU platform; they are wired through the CPU switch
-only because that is the mode they were built and tested for.
+On by default; set `BTRANS_WATCHDOG=0` to disable both. Neither needs the CPU platform (tested on CPU, where the
+end-to-end test kills a vLLM worker mid-run and checks that the run ends non-zero with nothing left behind).
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import signal
@@ -45,10 +46,12 @@ import sys
 import threading
 import time
 
-from btrans_verl.cpu.hooks import when_imported
+from btrans_verl.patching import patch, when_imported
+from btrans_verl.verl import require_verl
 
 logger = logging.getLogger(__name__)
 
+SERVER_MODULE = "verl.workers.rollout.vllm_rollout.vllm_async_server"
 ENABLE_ENV = "BTRANS_WATCHDOG"
 INTERVAL_ENV = "BTRANS_WATCHDOG_INTERVAL"
 EXIT_CODE = 3
@@ -64,7 +67,7 @@ def enabled() -> bool:
 
 
 def _say(message: str) -> None:
-    print(f"[btrans_verl.cpu.watchdog] {message}", file=sys.stderr, flush=True)
+    print(f"[btrans_verl.verl.hygiene] {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------- death classification
@@ -258,12 +261,7 @@ def install_driver_watchdog() -> None:
     if not enabled():
         return
 
-    def _patch(ray):
-        if getattr(ray.init, "_btrans_watchdog", False):
-            return
-        original_init, original_shutdown = ray.init, ray.shutdown
-
-        @functools.wraps(original_init)
+    def make_init(original_init):
         def init(*args, **kwargs):
             result = original_init(*args, **kwargs)
             global _watchdog
@@ -272,15 +270,20 @@ def install_driver_watchdog() -> None:
                 atexit.register(_stop_watchdog)  # runs before Ray's own atexit shutdown (LIFO)
             return result
 
-        @functools.wraps(original_shutdown)
+        return init
+
+    def make_shutdown(original_shutdown):
         def shutdown(*args, **kwargs):
             _stop_watchdog()
             return original_shutdown(*args, **kwargs)
 
-        init._btrans_watchdog = True
-        ray.init, ray.shutdown = init, shutdown
+        return shutdown
 
-    when_imported("ray", _patch, key="btrans.cpu.watchdog.ray_init")
+    def _patch(ray):
+        patch(ray, "init", make_init, what="hygiene: driver watchdog")
+        patch(ray, "shutdown", make_shutdown, what="hygiene: driver watchdog stops first")
+
+    when_imported("ray", _patch, key="btrans.hygiene.driver_watchdog")
 
 
 # -------------------------------------------------------------------------------------- vLLM server monitor
@@ -308,26 +311,23 @@ def install_server_monitor() -> None:
     if not enabled():
         return
 
-    def _patch(module):
-        cls = module.vLLMHttpServer
-        original = cls.__dict__["launch_server"]
-        if getattr(original, "_btrans_watchdog", False):
-            return
-
-        @functools.wraps(original)
+    def make(original):
         async def launch_server(self, *args, **kwargs):
             result = await original(self, *args, **kwargs)
             threading.Thread(target=_watch_engine, args=(self, 1.0), name="btrans-engine-monitor",
                              daemon=True).start()
             return result
 
-        launch_server._btrans_watchdog = True
-        cls.launch_server = launch_server
+        return launch_server
 
-    when_imported("verl.workers.rollout.vllm_rollout.vllm_async_server", _patch,
-                  key="btrans.cpu.watchdog.server_monitor")
+    def _patch(module):
+        require_verl("hygiene: vLLM server monitor")
+        patch(module.vLLMHttpServer, "launch_server", make, what="hygiene: vLLM server monitor")
+
+    when_imported(SERVER_MODULE, _patch, key="btrans.hygiene.server_monitor")
 
 
 def install() -> None:
+    """Both mechanisms, in this process (the verl plugin calls it in every process; `BTRANS_WATCHDOG=0`: none)."""
     install_driver_watchdog()
     install_server_monitor()

@@ -1,7 +1,7 @@
 """verl's rollout with one mind per trajectory: the agent-loop manager that `+btrans=on` selects.
 
     python -m verl.trainer.main_ppo +btrans=on ...            # conf/btrans/on.yaml sets
-    actor_rollout_ref.rollout.agent.agent_loop_manager_class=btrans_verl.rollout.BTransAgentLoopManager
+    actor_rollout_ref.rollout.agent.agent_loop_manager_class=btrans_verl.verl.rollout.BTransAgentLoopManager
 
 verl 0.9.1's v1 trainer hands each step's prompts to an agent-loop manager, whose Ray workers start
 `rollout.n` sessions per prompt (`session_id` 0..n-1) and put every finished trajectory into the
@@ -18,11 +18,15 @@ TransferQueue. `BTransAgentLoopWorker` changes three things, all inside the work
    with mu = 0) is stored with every trajectory in the TransferQueue, so any trajectory's mind can be replayed
    with `btrans_verl.hf.attach(..., mode="replay")`.
 3. TTRL (btrans.task=ttrl). All n_votes sessions of a prompt run in the same worker, so they meet here: each
-   finished session submits its response to its prompt's `VoteGroup` and waits; when every session has
-   answered or failed, `btrans_verl.rewards.majority_vote_group` labels the group, and each session's reward
-   is set before verl's own post-processing (which then skips the per-trajectory reward manager). Sessions
-   with session_id >= n_samples vote but are not trained on (they are not put into the TransferQueue).
-   A failed session abstains: it does not sink its group.
+   finished session adds its response to its prompt's `VoteGroup` and waits; when every session has answered
+   or failed, the group is handed whole to one of verl's reward-loop workers, whose `btrans_ttrl` reward manager
+   votes and returns every candidate's reward (`reward_managers.py`). Each session's reward is set before verl's
+   own post-processing (which then skips per-trajectory scoring). Sessions with session_id >= n_samples vote
+   but are not trained on (they are not put into the TransferQueue). A failed session abstains: it does not
+   sink its group.
+
+The workers are named `btrans_agent_loop_worker_<i>_<hex>` on the Ray dashboard (`NamedActorClass`, through
+verl's `agent_loop_workers_class` hook).
 
 Validation rollouts follow `btrans.val_mind`: "mean" (no latent when mu = 0) or "sample" (seeds from the
 "val" partition).
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,21 +44,16 @@ import ray
 import torch
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
-from btrans_verl.config import AGENT_LOOP_MANAGER, BTransSettings, settings_from_run_config
-from btrans_verl.rewards.majority_vote import GroupVoteResult, majority_vote_group
 from btrans_verl.seeds import StepLedger, step_seeds
+from btrans_verl.verl.reward_managers import TTRL_MANAGER, VOTE_RESULT_KEY, vote_group_data
+from btrans_verl.verl.settings import AGENT_LOOP_MANAGER, BTransSettings, settings_from_run_config
 from btrans_verl.vllm.requests import NESTED_KEY, latent_args
 
-logger = logging.getLogger("btrans_verl.rollout")
+logger = logging.getLogger("btrans_verl.verl.rollout")
 
 NO_LATENT = -1  # `btrans_seed` of a trajectory generated without a latent
 SEED_FIELD = "btrans_seed"
 STEP_SEEDS_FIELD = "btrans_seeds"  # batch column set by the manager: int64 [prompts, max n], -1 past a row's n
-WORKER_NAME = "btrans_agent_loop_worker_{i}"
-# reward_extra_info keys of a TTRL training trajectory (verl wants the same keys on every trajectory).
-TTRL_INFO_KEYS = ("ttrl_label_accuracy", "ttrl_reward_accuracy", "ttrl_majority_ratio", "ttrl_pass_at_k",
-                  "ttrl_distinct_answers", "ttrl_distinct_latents", "ttrl_failed_ratio", "ttrl_has_pseudo_label",
-                  "ttrl_voter_only", "acc")
 
 
 def samples_minds(settings: BTransSettings, validate: bool) -> bool:
@@ -125,14 +125,13 @@ def _column(batch, key: str, default: list) -> list:
 
 @dataclass
 class VoteGroup:
-    """The n_votes sessions of one TTRL prompt, meeting to vote. Lives in one worker's event loop."""
+    """The n_votes sessions of one TTRL prompt, gathered in one worker's event loop and handed whole to the
+    `btrans_ttrl` reward manager, which votes (`reward_managers.py`). Each session waits for the group's result."""
 
     n_votes: int
     n_samples: int
-    scheme: str
-    ground_truth: Any = None
-    responses: dict[int, str | None] = field(default_factory=dict)  # session_id -> text (None: failed)
-    seeds: dict[int, int] = field(default_factory=dict)
+    reward_model: dict = field(default_factory=dict)
+    candidates: dict[int, tuple[list[int] | None, int]] = field(default_factory=dict)  # session -> (ids|None, seed)
     result: asyncio.Future | None = None
 
     def _future(self) -> asyncio.Future:
@@ -140,33 +139,31 @@ class VoteGroup:
             self.result = asyncio.get_running_loop().create_future()
         return self.result
 
-    async def submit(self, session_id: int, response: str | None, seed: int) -> GroupVoteResult:
-        """Record one session's response (None = failed) and wait for the group's vote."""
+    async def submit(self, session_id: int, response_ids: list[int] | None, seed: int, score) -> dict:
+        """Record one session's response (None = failed) and wait for the group's rewards. The last session in
+        calls `await score(self)`, which returns one {reward_score, reward_extra_info} per session (in session
+        order); returns this session's."""
         future = self._future()
-        if session_id in self.responses:
+        if session_id in self.candidates:
             raise RuntimeError(f"TTRL group: session {session_id} answered twice")
-        self.responses[session_id] = response
-        self.seeds[session_id] = seed
-        if len(self.responses) == self.n_votes and not future.done():
+        self.candidates[session_id] = (response_ids, seed)
+        if len(self.candidates) == self.n_votes and not future.done():
             try:
-                future.set_result(await asyncio.get_running_loop().run_in_executor(None, self._vote))
+                rewards = await score(self)
+                if len(rewards) != self.n_votes:
+                    raise RuntimeError(f"TTRL group: the reward manager returned {len(rewards)} rewards for "
+                                       f"{self.n_votes} candidates")
+                future.set_result(rewards)
             except BaseException as e:  # every waiting session must learn about it
                 future.set_exception(e)
-        return await asyncio.shield(future)
+        return (await asyncio.shield(future))[session_id]
 
-    def abstain(self, session_id: int, seed: int) -> None:
-        """A session failed before answering: count it as a failed vote so its siblings are not kept waiting."""
-        if session_id not in self.responses:
+    def abstain(self, session_id: int, seed: int, score) -> None:
+        """A session failed before answering: it abstains (a failed vote), so its siblings are not kept waiting."""
+        if session_id not in self.candidates:
             self._future()
-            loop = asyncio.get_running_loop()
-            loop.create_task(self.submit(session_id, None, seed)).add_done_callback(_ignore_result)
-
-    def _vote(self) -> GroupVoteResult:
-        order = range(self.n_votes)
-        return majority_vote_group([self.responses.get(i) for i in order], ground_truth=self.ground_truth,
-                                   n_samples=self.n_samples, scheme=self.scheme,
-                                   latent_seeds=[self.seeds.get(i) if self.seeds.get(i, NO_LATENT) != NO_LATENT
-                                                 else None for i in order])
+            task = asyncio.get_running_loop().create_task(self.submit(session_id, None, seed, score))
+            task.add_done_callback(_ignore_result)
 
 
 def _ignore_result(task: asyncio.Task) -> None:
@@ -174,28 +171,8 @@ def _ignore_result(task: asyncio.Task) -> None:
         task.exception()  # consumed: the failure is reported by the session that failed
 
 
-def ttrl_reward_info(result: GroupVoteResult, session_id: int) -> tuple[float, dict[str, float]]:
-    """(reward, reward_extra_info) of one TTRL session from its group's vote."""
-    m = result.metrics
-    trained = session_id < len(result.rewards)
-    info = {
-        "ttrl_label_accuracy": _num(m.label_accuracy), "ttrl_reward_accuracy": _num(m.reward_accuracy),
-        "ttrl_majority_ratio": m.majority_ratio, "ttrl_pass_at_k": _num(m.pass_at_k),
-        "ttrl_distinct_answers": m.distinct_answers, "ttrl_distinct_latents": _num(m.distinct_latents),
-        "ttrl_failed_ratio": m.failed_ratio, "ttrl_has_pseudo_label": m.has_pseudo_label,
-        "ttrl_voter_only": float(not trained),
-    }
-    reward = float(result.rewards[session_id]) if trained else 0.0
-    info["acc"] = reward
-    return reward, info
-
-
-def _num(x) -> float:
-    return float("nan") if x is None else float(x)
-
-
 class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
-    """AgentLoopWorkerTQ with per-trajectory minds and TTRL group voting (see the module docstring)."""
+    """AgentLoopWorkerTQ with per-trajectory minds and TTRL vote groups (see the module docstring)."""
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -206,11 +183,13 @@ class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
     async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False):
         if self.btrans.task != "ttrl" or trajectory["validate"]:
             return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
+        if self.reward_loop_worker_handles is None:
+            raise RuntimeError("B-Trans TTRL: verl started no reward-loop workers, so the btrans_ttrl reward manager "
+                               "cannot vote (the v1 trainer starts them; see reward.num_workers)")
         uid = prompt["uid"]
         n_votes = int(prompt.get("__rollout_n__", self.config.actor_rollout_ref.rollout.n))
-        ground_truth = (prompt.get("reward_model") or {}).get("ground_truth")
         self.vote_groups[uid] = VoteGroup(n_votes=n_votes, n_samples=min(self.btrans.ttrl.n_samples, n_votes),
-                                          scheme=self.btrans.ttrl.reward_scheme, ground_truth=ground_truth)
+                                          reward_model=dict(prompt.get("reward_model") or {}))
         try:
             return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
         finally:
@@ -233,7 +212,7 @@ class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
             return await super()._run_agent_loop(params, trajectory, agent_name=agent_name, trace=trace, **kwargs)
         except BaseException:
             if group is not None:
-                group.abstain(int(kwargs["session_id"]), seed)
+                group.abstain(int(kwargs["session_id"]), seed, self._score_vote_group)
             raise
 
     async def _agent_loop_postprocess(self, output, validate, **kwargs):
@@ -241,15 +220,44 @@ class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
         if group is not None:
             session_id = int(kwargs["session_id"])
             final = output[-1] if isinstance(output, list) else output
-            text = self.tokenizer.decode(final.response_ids, skip_special_tokens=True)
-            result = await group.submit(session_id, text, int(kwargs[SEED_FIELD]))
-            final.reward_score, final.extra_fields["reward_extra_info"] = ttrl_reward_info(result, session_id)
+            result = await group.submit(session_id, list(final.response_ids), int(kwargs[SEED_FIELD]),
+                                        self._score_vote_group)
+            final.reward_score, final.extra_fields["reward_extra_info"] = result["reward_score"], \
+                result["reward_extra_info"]  # set: verl's own per-trajectory scoring is skipped
             if session_id >= group.n_samples:
                 return None  # a voter only: not trained on
         return await super()._agent_loop_postprocess(output, validate, **kwargs)
 
+    async def _score_vote_group(self, group: VoteGroup) -> list[dict]:
+        """Hand the whole group to a reward-loop worker, whose `btrans_ttrl` manager votes."""
+        handle = random.choice(self.reward_loop_worker_handles)
+        out = await handle.compute_score.remote(vote_group_data(group.candidates, group.n_votes, group.n_samples,
+                                                                group.reward_model))
+        if not isinstance(out, dict) or VOTE_RESULT_KEY not in out:
+            raise RuntimeError(f"B-Trans TTRL: the reward manager {self.config.reward.reward_manager.name!r} did not "
+                               f"vote (got {type(out).__name__}); task ttrl needs reward.reward_manager.name="
+                               f"{TTRL_MANAGER!r}")
+        return out[VOTE_RESULT_KEY]
+
 
 BTransAgentLoopWorker = ray.remote(_Worker)
+
+
+class NamedActorClass:
+    """An actor class whose `.options(name=...)` gets a prefix: verl names its agent-loop workers
+    `agent_loop_worker_<i>_<hex>` in `_init_agent_loop_workers`; through its hook `agent_loop_workers_class` ours
+    show up as `btrans_agent_loop_worker_<i>_<hex>` on the Ray dashboard, and verl's body stays verl's."""
+
+    def __init__(self, actor_class, prefix: str):
+        self.actor_class, self.prefix = actor_class, prefix
+
+    def options(self, **options):
+        if "name" in options:
+            options["name"] = self.prefix + options["name"]
+        return self.actor_class.options(**options)
+
+    def __getattr__(self, name):
+        return getattr(self.actor_class, name)
 
 
 class BTransAgentLoopManager(AgentLoopManagerTQ):
@@ -259,7 +267,7 @@ class BTransAgentLoopManager(AgentLoopManagerTQ):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.agent_loop_workers_class = BTransAgentLoopWorker
+        self.agent_loop_workers_class = NamedActorClass(BTransAgentLoopWorker, "btrans_")
         self.btrans = settings_from_run_config(self.config)
         self.seed_ledgers: dict[tuple[str, int], StepLedger] = {}
 
@@ -267,14 +275,3 @@ class BTransAgentLoopManager(AgentLoopManagerTQ):
         assign_minds(prompts, self.btrans, self.rollout_config, self.seed_ledgers)  # before the batch is split
         return super().generate_sequences(prompts)
 
-    async def _init_agent_loop_workers(self):
-        alive = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-        workers = []
-        for i in range(self.rollout_config.agent.num_workers):
-            affinity = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id=alive[i % len(alive)],
-                                                                                    soft=True)
-            workers.append(self.agent_loop_workers_class.options(
-                name=f"{WORKER_NAME.format(i=i)}_{ray.get_runtime_context().get_job_id()}",
-                scheduling_strategy=affinity,
-            ).remote(self.config, self.llm_client, self.teacher_client, self.reward_loop_worker_handles))
-        self.agent_loop_workers = workers

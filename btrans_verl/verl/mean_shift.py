@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 
 from btrans_verl.latent import LatentConfig
+from btrans_verl.patching import patch, when_imported
+from btrans_verl.verl import require_verl
 
-logger = logging.getLogger("btrans_verl.actor")
+logger = logging.getLogger("btrans_verl.verl.mean_shift")
 
 ENGINE_MODULE = "verl.workers.engine.fsdp.transformer_impl"
 
@@ -33,7 +35,7 @@ def mean_shift_config(hf_config) -> LatentConfig | None:
     mu = float(getattr(hf_config, "btrans_mu", 0.0))
     if mu == 0.0:
         return None
-    return LatentConfig(mu=mu, sigma=0.0, targets=tuple(getattr(hf_config, "btrans_targets")))
+    return LatentConfig(mu=mu, sigma=0.0, targets=tuple(hf_config.btrans_targets))
 
 
 def attach_mean_shift(module, hf_config, role: str = "model"):
@@ -49,27 +51,21 @@ def attach_mean_shift(module, hf_config, role: str = "model"):
     return population
 
 
-def _patch_engine(module) -> None:
-    from btrans_verl.cpu.versions import require_verl
-
-    require_verl("actor mean shift")
-    engine = module.FSDPEngine
-    if getattr(engine._build_module, "_btrans", False):
-        return
-    original = engine._build_module
-
+def _make_build_module(original):
     def _build_module(self):
         built = original(self)
         role = "reference" if self.engine_config.forward_only else "actor"
         attach_mean_shift(built, self.model_config.hf_config, role=role)
         return built
 
-    _build_module._btrans = True
-    engine._build_module = _build_module
+    return _build_module
+
+
+def _patch_engine(module) -> None:
+    require_verl("actor mean shift")
+    patch(module.FSDPEngine, "_build_module", _make_build_module, what="actor mean shift")
 
 
 def install() -> None:
     """Patch verl's FSDP engine when (if ever) this process imports it."""
-    from btrans_verl.cpu.hooks import when_imported
-
     when_imported(ENGINE_MODULE, _patch_engine)
