@@ -8,6 +8,7 @@ import types
 import torch
 
 from btrans_verl.latent import DEFAULT_TARGETS
+from btrans_verl.patching import patched
 from btrans_verl.tiny import tiny_model
 from btrans_verl.verl.mean_shift import attach_mean_shift, mean_shift_config
 
@@ -46,4 +47,4 @@ def test_the_verl_plugin_patches_verls_fsdp_engine():
     import btrans_verl.verl.plugin as plugin
 
     assert plugin.LOADED, plugin.IMPORT_ERROR
-    assert getattr(transformer_impl.FSDPEngine._build_module, "_btrans", False)
+    assert patched(transformer_impl.FSDPEngine._build_module) == "actor mean shift"

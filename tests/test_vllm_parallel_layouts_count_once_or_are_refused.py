@@ -16,6 +16,7 @@ from vllm.config import VllmConfig, set_current_vllm_config  # noqa: E402
 from vllm.model_executor.layers.layernorm import RMSNorm  # noqa: E402
 from vllm.model_executor.models.utils import PPMissingLayer  # noqa: E402
 
+from btrans_verl.patching import patched  # noqa: E402
 from btrans_verl.verl.replay_buffer import SERVER_NAME  # noqa: E402
 from btrans_verl.vllm import plugin  # noqa: E402
 from btrans_verl.vllm.canary import eager_check  # noqa: E402
@@ -102,7 +103,7 @@ def test_our_rpcs_reach_every_data_parallel_engine_and_others_are_untouched():
 
     plugin._patch_engine_client()
     method = AsyncMPClient.collective_rpc_async
-    assert getattr(method, "_btrans_wrapped", False)
+    assert patched(method) == "vllm: AsyncMPClient.collective_rpc_async"
     client = _DPClient([b"\x00\x00", b"\x01\x00"])
     replies = asyncio.run(method(client, "btrans_counters"))
     assert replies == [{"engine": b"\x00\x00"}, {"engine": b"\x01\x00"}]  # before: the first engine's only
