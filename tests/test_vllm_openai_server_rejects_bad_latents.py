@@ -204,6 +204,7 @@ def test_patch_serving_is_idempotent_and_wraps_only_once():
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    from btrans_verl.patching import patched
     from btrans_verl.vllm.serving import BadLatentRequest, patch_serving
 
     patch_serving()
@@ -213,7 +214,7 @@ def test_patch_serving_is_idempotent_and_wraps_only_once():
     again = [CompletionRequest.to_sampling_params, ChatCompletionRequest.to_sampling_params,
              CompletionRequest.to_beam_search_params, AsyncLLM.add_request]
     assert again == wrapped
-    assert all(f._btrans_wrapped and not getattr(f.__wrapped__, "_btrans_wrapped", False) for f in again)
+    assert all(patched(f) and patched(f.__wrapped__) is None for f in again)
     request = CompletionRequest(model="m", prompt="hi", vllm_xargs={"btrans_seed": 3, "btrans_sigma": -2})
     with pytest.raises(BadLatentRequest, match="sigma must be >= 0") as info:
         request.to_sampling_params(4)

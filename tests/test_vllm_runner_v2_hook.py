@@ -35,6 +35,7 @@ DRIVER = textwrap.dedent(r'''
     tiny_model("qwen3").save_pretrained(model_dir)
 
     import vllm.v1.worker.cpu.shm  # noqa: F401  (CPU patches: pin_memory etc.)
+    from btrans_verl.patching import patched
     from btrans_verl.vllm.runner_v2 import patch_v2
 
     assert patch_v2() is True
@@ -156,8 +157,8 @@ DRIVER = textwrap.dedent(r'''
         out["dummy_ids_not_kept"] = len(state.requests) == n_before
         out["counters"] = dataclasses.asdict(state.counters)
 
-        out["single_wrap"] = getattr(load_model_again, "_btrans_wrapped", False) and not getattr(
-            load_model_again.__wrapped__, "_btrans_wrapped", False)  # patch_v2 twice: one wrapper
+        out["single_wrap"] = patched(load_model_again) is not None and patched(
+            load_model_again.__wrapped__) is None  # patch_v2 twice: one wrapper
         out["model_state_hooked_once"] = getattr(ms, "_btrans_feeder", None) is not None
 
     def hf(granularity=None):
