@@ -1,19 +1,22 @@
 # btrans-verl: the two commands of the README.
-#   make quickstart   set up .venv from scratch (idempotent) and run the demo
-#   make test         run the test suite (CPU, offline)
-#   make train        3 GRPO steps of B-Trans TTRL, then 3 of RLVR, through verl's main_ppo on this CPU
-#                     (TASK=rlvr, BTRANS=off, MODEL=smollm2 to change; run it again to resume from the checkpoints)
+#   make quickstart   set up .venv from scratch (idempotent), then `make train`: the short B-Trans GRPO training
+#   make test         run the whole test suite (CPU, offline; what CI runs)
+#   make test-fast    the unit tests only (no vLLM engine, Ray cluster or main_ppo run; a few minutes)
+#   make train        B-Trans GRPO on the demonstration task through verl's main_ppo on this CPU: RLVR, then TTRL
+#                     (TASK=rlvr, BTRANS=off for the baseline, DATA=gsm8k, MODEL=smollm2; again: resumes)
+#   make demo         SmolLM2-135M-Instruct's minds, in a minute (Hugging Face only)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.btrans-installed
 
-TASK ?= ttrl rlvr
+TASK ?= rlvr ttrl
 BTRANS ?= on
+DATA ?= addition
 MODEL ?= tiny
 
-.PHONY: setup quickstart test train bench clean
+.PHONY: setup quickstart test test-fast train demo bench clean
 
 setup: $(STAMP)
 
@@ -28,14 +31,21 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m btrans_verl.doctor
 	touch $@
 
-quickstart: setup
-	$(PY) -m btrans_verl.demo
+quickstart: setup train
 
 test: setup
 	$(PY) -m pytest tests
 
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
+
 train: setup
-	for task in $(TASK); do $(PY) -m btrans_verl.cpu.train --task $$task --btrans $(BTRANS) --model $(MODEL) || exit 1; done
+	for task in $(TASK); do \
+		$(PY) -m btrans_verl.cpu.train --task $$task --btrans $(BTRANS) --data $(DATA) --model $(MODEL) || exit 1; \
+	done
+
+demo: setup
+	$(PY) -m btrans_verl.demo
 
 bench: setup
 	$(PY) bench/hf_forward_overhead.py

@@ -57,10 +57,16 @@ def smollm2_dir(dest: str | os.PathLike | None = None) -> Path:
     return dest
 
 
-def tiny_dir() -> Path:
-    """An HF folder of the tiny Qwen3 taught the `\\boxed{}` answer format
-    (`btrans_verl.tiny.write_tiny_model`), built once (about a minute) into the cache and shared by
-    `btrans_verl.cpu.train` and `python -m btrans_verl.eval`."""
-    from btrans_verl.tiny import write_tiny_model
+def tiny_dir(teacher: str = "format") -> Path:
+    """An HF folder of the tiny Qwen3, built once (about a minute) into the cache and shared by
+    `btrans_verl.cpu.train` and `python -m btrans_verl.eval`. `teacher`: "format" (taught the `\\boxed{}` answer
+    format, `btrans_verl.tiny.teach_answer_format`; for GSM8K-style data) or "addition" (taught the demonstration
+    task half-way by a noisy teacher, `btrans_verl.demo_task.teach_addition`)."""
+    from btrans_verl.demo_task import teach_addition
+    from btrans_verl.tiny import teach_answer_format, write_tiny_model
 
-    return write_tiny_model(cache_root() / "tiny-qwen3")
+    teachers = {"format": ("tiny-qwen3", teach_answer_format), "addition": ("tiny-qwen3-addition", teach_addition)}
+    if teacher not in teachers:
+        raise ValueError(f"unknown tiny-model teacher {teacher!r}; known: {sorted(teachers)}")
+    folder, teach = teachers[teacher]
+    return write_tiny_model(cache_root() / folder, teach=teach)

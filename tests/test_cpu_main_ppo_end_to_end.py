@@ -24,6 +24,8 @@ from btrans_faults import fault_env  # tests/plugins (conftest.py puts it on sys
 
 from btrans_verl.cpu import smoke
 
+pytestmark = pytest.mark.slow  # runs verl's main_ppo three times: skipped by `make test-fast`
+
 BATCH, N_VOTES, N_SAMPLES = 4, 4, 2
 MU = 0.01  # a non-zero mean shift: the actor and reference must train / score with it
 COMMON = [

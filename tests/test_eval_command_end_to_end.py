@@ -13,6 +13,8 @@ import pytest
 
 from btrans_verl.seeds import trajectory_seed
 
+pytestmark = pytest.mark.slow  # runs the evaluation command (a vLLM engine): skipped by `make test-fast`
+
 pytest.importorskip("vllm")
 PIL = pytest.importorskip("PIL.Image")
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs python -m btrans_verl.gpu_check (vLLM engines): skipped by `make test-fast`
+
 pytest.importorskip("vllm")
 
 CHECKS = ("v1_hf_replay", "sleep_level2", "warm_cache", "v2_hf_replay", "tp2", "decode_overhead")

@@ -18,6 +18,8 @@ pytest.importorskip("vllm")
 
 from btrans_verl.tiny import tiny_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # compiles a vLLM engine: skipped by `make test-fast`
+
 PROMPT = [5, 17, 42, 7, 99, 3, 250, 11]
 SCRIPT = textwrap.dedent("""
     import json, os, sys

@@ -24,6 +24,8 @@ from btrans_verl.tiny import tiny_model  # noqa: E402
 from btrans_verl.vllm.canary import LatentContentError, check_canary_reports  # noqa: E402
 from btrans_verl.vllm.requests import latent_args  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts vLLM engines: skipped by `make test-fast`
+
 PROMPTS = [[5, 17, 42, 7, 99, 3, 250, 11], [9, 8, 7, 6, 5, 4]]
 SEEDS = [11, 12, 13]
 

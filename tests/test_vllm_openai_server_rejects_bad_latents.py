@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts vLLM's OpenAI server: skipped by `make test-fast`
+
 openai = pytest.importorskip("openai")
 pytest.importorskip("vllm")
 

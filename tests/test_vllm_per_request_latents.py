@@ -23,6 +23,8 @@ from btrans_verl.seeds import child_seed  # noqa: E402
 from btrans_verl.tiny import tiny_model  # noqa: E402
 from btrans_verl.vllm.requests import latent_args, parse_latent_request  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts vLLM engines: skipped by `make test-fast`
+
 SIGMA = 1.0
 PROMPT = [5, 17, 42, 7, 99, 3, 250, 11]
 LONG_PROMPT = [(7 * i + 3) % 250 + 3 for i in range(70)]  # > 2 blocks of 32

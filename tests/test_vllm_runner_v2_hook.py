@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # loads a model into vLLM's V2 runner: skipped by `make test-fast`
+
 pytest.importorskip("vllm")
 
 DRIVER = textwrap.dedent(r'''
