@@ -35,7 +35,7 @@ def one(mode: str, args: argparse.Namespace, model: Path, data: Path, root: Path
     workdir = root / f"{args.task}-{mode}"
     overrides = train.build_args(args.task, mode, model, data, workdir, args.steps, batch=args.batch, n=args.n,
                                  n_samples=args.n_samples, response_length=args.response_length,
-                                 extra=["trainer.save_freq=-1"])
+                                 lr=train.DATA["gsm8k"].lr, extra=["trainer.save_freq=-1"])
     result = smoke.run_main_ppo(overrides, workdir / "main_ppo.log", timeout_s=1200, env=smoke.main_ppo_env(),
                                 cwd=workdir)
     if result.returncode != 0:

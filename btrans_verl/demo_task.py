@@ -13,7 +13,7 @@ The tiny model (`btrans_verl.models.tiny_dir("addition")`) is first taught the t
 It starts between chance (0.1) and perfect, like a pretrained model on a task it half knows: a sampled answer is
 right about a third of the time, and the majority over a few samples more often (TTRL's pseudo-label beats
 chance). GRPO then has something to sharpen: on this CPU, with B-Trans on, the mean reward climbs from about 0.3
-towards 0.9 within 20 steps (README, "What to expect").
+towards 0.9 within the 15 steps of `make train` (README, "The two commands").
 """
 
 from __future__ import annotations

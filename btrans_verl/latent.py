@@ -173,9 +173,9 @@ def shift(normed: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return normed + z.to(normed.dtype)
 
 
-def _check_seed(seed: int) -> None:
+def _check_seed(seed: int, what: str = "a latent seed") -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"a latent seed must be an integer in [0, 2**63), got {seed!r}")
+        raise ValueError(f"{what} must be an integer in [0, 2**63), got {seed!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------

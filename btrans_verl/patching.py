@@ -17,9 +17,11 @@
   once: the replacement keeps the original's name, docstring and attributes (`functools.wraps`: Ray's and verl's
   method decorators read them), carries the marker `__btrans_patch__` (what it does), and a second call is a
   no-op. A missing target raises `PatchTargetMissing` naming it: upstream moved the code, never patch blindly.
+* `add(owner, name, value)` gives an upstream class a new attribute (our RPC methods on vLLM's Worker), marked the
+  same way; it refuses a name upstream already uses, so a future upstream attribute is never shadowed silently.
 * `require_version(dist, supported, what)` refuses to patch a release the patch was not checked against.
 
-Every patch in the package goes through these three.
+Every patch in the package goes through these.
 """
 
 from __future__ import annotations
@@ -185,6 +187,29 @@ def patch(owner, name: str, make: Callable, *, what: str) -> bool:
         replacement.__wrapped__ = original
     setattr(replacement, MARKER, what)
     setattr(owner, name, kind(replacement) if kind is not None else replacement)
+    return True
+
+
+class PatchTargetTaken(RuntimeError):
+    """The attribute `add` would create already exists upstream (and is not ours)."""
+
+
+def add(owner, name: str, value: Callable, *, what: str) -> bool:
+    """Give `owner` (a class or module) the new attribute `name` = `value`, marked like a patch. Returns False when
+    it already is ours; raises PatchTargetTaken when upstream has an attribute of that name."""
+    namespace = owner.__dict__ if isinstance(owner, type) else vars(owner)
+    if name in namespace:
+        if patched(namespace[name]) is not None:
+            return False
+        raise PatchTargetTaken(f"btrans patch {what!r}: {getattr(owner, '__qualname__', owner)}.{name} already exists "
+                               f"upstream: the addition would shadow it; the patch must be re-checked")
+
+    @functools.wraps(value)
+    def added(*args, **kwargs):
+        return value(*args, **kwargs)
+
+    setattr(added, MARKER, what)
+    setattr(owner, name, added)
     return True
 
 

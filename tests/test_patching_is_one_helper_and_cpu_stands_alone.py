@@ -52,6 +52,22 @@ def test_patch_refuses_a_target_that_moved_and_a_module_global_works():
         patching.patch(module, "g", lambda orig: orig, what="moved")
 
 
+def test_add_gives_a_class_a_marked_attribute_and_never_shadows_upstream():
+    class Worker:
+        def execute_model(self):
+            return "upstream"
+
+    def btrans_counters(self):
+        return {"norms_patched": 5}
+
+    assert patching.add(Worker, "btrans_counters", btrans_counters, what="counters rpc") is True
+    assert patching.add(Worker, "btrans_counters", btrans_counters, what="counters rpc") is False  # idempotent
+    assert Worker().btrans_counters() == {"norms_patched": 5}  # a method: bound to the instance
+    assert patching.patched(Worker.btrans_counters) == "counters rpc"
+    with pytest.raises(patching.PatchTargetTaken, match=r"Worker\.execute_model already exists upstream"):
+        patching.add(Worker, "execute_model", btrans_counters, what="clash")
+
+
 def test_require_version_names_the_installed_release():
     with pytest.raises(patching.UnsupportedVersionError,
                        match=r"'my patch' supports verl 0\.0\.1 only, but verl 0\.9\.1"):
@@ -79,7 +95,8 @@ def test_product_code_never_imports_the_cpu_platform():
 def test_every_patch_goes_through_the_helper():
     """No module sets its own marker attribute on an upstream function (the old `_btrans_*` conventions)."""
     own_markers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                   if any(m in p.read_text() for m in ("._btrans_cpu", "._btrans_wrapped", "._btrans_watchdog"))]
+                   if any(m in p.read_text() for m in ("._btrans_cpu", "._btrans_wrapped", "._btrans_watchdog",
+                                                         "._btrans_hooked"))]
     assert own_markers == []
 
 

@@ -258,6 +258,14 @@ def test_population_metrics_of_a_batch():
     assert t["btrans/distinct_answers_per_group"] == 2.0
 
 
+def test_informative_groups_are_those_with_a_grpo_advantage():
+    uids = ["a", "a", "b", "b", "c", "c"]
+    rlvr = [{"reward_extra_info": {"score": x, "answer_id": 1.0}} for x in (1.0, 0.0, 1.0, 1.0, 0.0, 0.0)]
+    assert batch_metrics([1, 2, 3, 4, 5, 6], uids, rlvr, "rlvr")["btrans/informative_groups"] == pytest.approx(1 / 3)
+    ttrl = [{"reward_extra_info": {"acc": x, "ttrl_majority_ratio": 0.5}} for x in (1.0, 0.0, 1.0, 0.0, 1.0, 1.0)]
+    assert batch_metrics([1, 2, 3, 4, 5, 6], uids, ttrl, "ttrl")["btrans/informative_groups"] == pytest.approx(2 / 3)
+
+
 def test_guard_refuses_a_silent_no_op_and_a_contaminated_baseline():
     check_latents_applied(True, 8, {"requests_with_latent": 12, "tokens_shifted": 300}, servers=1)
     with pytest.raises(LatentNotAppliedError, match="did not reach the model"):

@@ -38,6 +38,7 @@ DRIVER = textwrap.dedent(r'''
 
     import vllm.v1.worker.cpu.shm  # noqa: F401  (CPU patches: pin_memory etc.)
     from btrans_verl.patching import patched
+    from btrans_verl.vllm.plugin import is_hooked_runner
     from btrans_verl.vllm.runner_v2 import patch_v2
 
     assert patch_v2() is True
@@ -65,8 +66,7 @@ DRIVER = textwrap.dedent(r'''
         runner = CPUModelRunner(cfg, torch.device("cpu"))
         runner.load_model()
         load_model_again = type(runner).load_model
-        out["hooked"] = bool(getattr(type(runner), "_btrans_hooked", False)) and \
-            bool(getattr(v2mod.GPUModelRunner, "_btrans_hooked", False))
+        out["hooked"] = is_hooked_runner(type(runner)) and is_hooked_runner(v2mod.GPUModelRunner)
         state = runner._btrans
         out["norms_patched"] = state.counters.norms_patched
         ms = runner.model_state

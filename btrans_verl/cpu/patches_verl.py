@@ -80,17 +80,11 @@ def patch_process_group_backend() -> None:
 
     what = "cpu: gloo process group"
 
-    def _patch_distributed(module):
+    def _patch_binding(module):  # both modules bind the name (engine_workers: `from ... import`): wrap each once
         patch(module, "initialize_global_process_group_ray", make, what=what)
 
-    def _patch_engine_workers(module):
-        import verl.utils.distributed as dist
-
-        _patch_distributed(dist)  # the same wrapper in both bindings
-        module.initialize_global_process_group_ray = dist.initialize_global_process_group_ray
-
-    when_imported("verl.utils.distributed", _patch_distributed, key="btrans.cpu.process_group_backend")
-    when_imported("verl.workers.engine_workers", _patch_engine_workers, key="btrans.cpu.process_group_backend")
+    when_imported("verl.utils.distributed", _patch_binding, key="btrans.cpu.process_group_backend")
+    when_imported("verl.workers.engine_workers", _patch_binding, key="btrans.cpu.process_group_backend")
 
 
 def patch_fsdp_engine_registry() -> None:

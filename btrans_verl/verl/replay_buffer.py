@@ -13,6 +13,8 @@ the step's rollouts are finished):
     trajectories_with_latent, since no two trajectories of a step share a mind), btrans/distinct_latents_per_group
     (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
+    btrans/informative_groups (the fraction of prompt groups whose rewards are not all equal: the groups in which
+    GRPO's advantage is non-zero),
     btrans/vllm/requests_with_latent, btrans/vllm/tokens_shifted, btrans/vllm/steps_with_latent (deltas since
     the previous sample, summed over every vLLM worker: the plugin's counters), btrans/vllm/norms_patched;
     TTRL: ttrl/label_accuracy, ttrl/reward_accuracy, ttrl/majority_ratio, ttrl/pass@k, ttrl/distinct_answers,
@@ -41,6 +43,7 @@ import ray
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
+from btrans_verl.eval.metrics import is_informative
 from btrans_verl.verl.settings import BTransSettings
 from btrans_verl.vllm.canary import check_canary_reports
 from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
@@ -115,6 +118,12 @@ def batch_metrics(seeds: list[int], uids: list[str], extra_fields: list[dict], t
     # who scored the trajectories: the btrans reward manager (RLVR) or the TTRL vote (their reward_extra_info keys)
     ours = "ttrl_majority_ratio" if task == "ttrl" else "answer_id"
     out["btrans/scored_by_btrans"] = sum(ours in info for info in infos) / max(len(infos), 1)
+    # GRPO's exploration signal: groups whose rewards are not all equal (the others have zero advantage)
+    reward_key = "acc" if task == "ttrl" else "score"  # TTRL: reward against the vote; RLVR: the scheme's score
+    rewards = [[float(infos[i][reward_key]) for i in members if reward_key in infos[i]] for members in groups.values()]
+    rewards = [g for g in rewards if len(g) >= 2]
+    if rewards:
+        out["btrans/informative_groups"] = sum(map(is_informative, rewards)) / len(rewards)
     if task == "ttrl":
         per_group = {uid: infos[members[0]] for uid, members in groups.items() if infos[members[0]]}
         for key in TTRL_GROUP_KEYS:

@@ -39,10 +39,13 @@ from btrans_verl.rewards.math_answer import normalize_answer, reference_answer
 from btrans_verl.rewards.schemes import Outcome, score_response
 from btrans_verl.verl.settings import REWARD_MANAGERS, settings_from_run_config
 
-logger = logging.getLogger("btrans_verl.reward_managers")
+logger = logging.getLogger("btrans_verl.verl.reward_managers")
 
 RLVR_MANAGER, TTRL_MANAGER = REWARD_MANAGERS["rlvr"], REWARD_MANAGERS["ttrl"]
-NO_LATENT = -1  # a candidate generated without a latent (the mean mind with mu = 0)
+# Every trajectory carries its mind's seed in the field SEED_FIELD (rollout.py writes it); NO_LATENT: generated
+# without a latent (the mean mind with mu = 0).
+SEED_FIELD = "btrans_seed"
+NO_LATENT = -1
 
 RLVR_INFO_KEYS = ("acc", "answer_found", "score", "answer_id")
 TTRL_INFO_KEYS = ("ttrl_label_accuracy", "ttrl_reward_accuracy", "ttrl_majority_ratio", "ttrl_pass_at_k",
@@ -51,7 +54,7 @@ TTRL_INFO_KEYS = ("ttrl_label_accuracy", "ttrl_reward_accuracy", "ttrl_majority_
 
 # The hand-over of one TTRL group: non-tensor columns, one row per candidate (session order), and the result key.
 VOTE_GROUP_KEY = "btrans_vote_group"  # per row: the response token ids, None for a failed session
-VOTE_SEED_KEY = "btrans_seed"
+VOTE_SEED_KEY = SEED_FIELD  # per row: the candidate's latent seed
 VOTE_RESULT_KEY = "btrans_vote"  # run_single's answer: one {reward_score, reward_extra_info} per candidate
 
 

@@ -45,14 +45,12 @@ import torch
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
 from btrans_verl.seeds import StepLedger, step_seeds
-from btrans_verl.verl.reward_managers import TTRL_MANAGER, VOTE_RESULT_KEY, vote_group_data
+from btrans_verl.verl.reward_managers import NO_LATENT, SEED_FIELD, TTRL_MANAGER, VOTE_RESULT_KEY, vote_group_data
 from btrans_verl.verl.settings import AGENT_LOOP_MANAGER, BTransSettings, settings_from_run_config
 from btrans_verl.vllm.requests import NESTED_KEY, latent_args
 
 logger = logging.getLogger("btrans_verl.verl.rollout")
 
-NO_LATENT = -1  # `btrans_seed` of a trajectory generated without a latent
-SEED_FIELD = "btrans_seed"
 STEP_SEEDS_FIELD = "btrans_seeds"  # batch column set by the manager: int64 [prompts, max n], -1 past a row's n
 
 

@@ -30,8 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from btrans_verl.latent import DEFAULT_TARGETS, NORM_KINDS, LatentConfig
-from btrans_verl.seeds import SEED_LIMIT
+from btrans_verl.latent import DEFAULT_TARGETS, NORM_KINDS, LatentConfig, _check_seed
 
 try:  # Hydra is a dependency; the import only fails in stripped-down environments
     from hydra.experimental.callback import Callback as _HydraCallback
@@ -130,10 +129,10 @@ class BTransSettings:
     """
 
     enable: bool = True
-    mu: float = 0.0
-    sigma: float = 0.05
+    mu: float = LatentConfig.mu
+    sigma: float = LatentConfig.sigma
     targets: tuple[str, ...] = DEFAULT_TARGETS
-    granularity: str = "sequence"
+    granularity: str = LatentConfig.granularity
     val_mind: str = "mean"
     seed: int = 42
     task: str = "rlvr"
@@ -144,8 +143,6 @@ class BTransSettings:
     def __post_init__(self):
         if not isinstance(self.enable, bool):
             raise ValueError(f"btrans.enable must be true or false, got {self.enable!r}")
-        if isinstance(self.targets, str):
-            raise ValueError(f"btrans.targets must be a list of norm kinds, got the string {self.targets!r}")
         # The latent's own rules (finite mu / sigma, sigma >= 0, known targets, granularity) live in LatentConfig;
         # its errors already name `btrans.<key>`.
         self.latent = LatentConfig(enable=self.enable, mu=self.mu, sigma=self.sigma, targets=self.targets,
@@ -158,8 +155,7 @@ class BTransSettings:
                              f"additional_config['btrans']['targets'])")
         if self.val_mind not in VAL_MINDS:
             raise ValueError(f"btrans.val_mind must be one of {VAL_MINDS}, got {self.val_mind!r}")
-        if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:
-            raise ValueError(f"btrans.seed must be an integer in [0, 2**63), got {self.seed!r}")
+        _check_seed(self.seed, "btrans.seed")
         if self.task not in TASKS:
             raise ValueError(f"btrans.task must be one of {TASKS}, got {self.task!r}")
         if not isinstance(self.rlvr, RLVRSettings):

@@ -52,7 +52,7 @@ import hashlib
 import logging
 import os
 
-from btrans_verl.patching import patch
+from btrans_verl.patching import add, patch, patched
 
 logger = logging.getLogger("btrans_verl.vllm")
 
@@ -83,6 +83,11 @@ def check_version(version: str) -> None:
 def _wrap(cls, name: str, make):
     """Replace cls.name by make(original), once (`btrans_verl.patching.patch`)."""
     patch(cls, name, make, what=f"vllm: {cls.__name__}.{name}")
+
+
+def is_hooked_runner(cls) -> bool:
+    """Whether a model runner class feeds latents: its `load_model` is a btrans patch (V1, V2 and CPU runners)."""
+    return patched(getattr(cls, "load_model", None)) is not None
 
 
 # ---------------------------------------------------------------------------------------------- front end
@@ -235,7 +240,6 @@ def _patch_runner() -> None:
 
     _wrap(GPUModelRunner, "load_model", make_load)
     _wrap(GPUModelRunner, "_prepare_inputs", make_prepare)
-    GPUModelRunner._btrans_hooked = True
 
     from btrans_verl.vllm.runner_v2 import patch_v2
 
@@ -260,7 +264,7 @@ def _patch_worker() -> None:
                 if lat is None:
                     continue
                 runner = self.model_runner
-                if not getattr(type(runner), "_btrans_hooked", False):
+                if not is_hooked_runner(type(runner)):
                     raise RuntimeError(
                         f"B-Trans: request {req.req_id} carries a latent but this engine runs "
                         f"{type(runner).__module__}.{type(runner).__name__}, which btrans-verl does not hook; "
@@ -284,8 +288,9 @@ def _patch_worker() -> None:
         return execute_model
 
     _wrap(Worker, "execute_model", make)
-    Worker.btrans_counters = worker_counters  # llm.collective_rpc("btrans_counters") -> one dict per worker
-    Worker.btrans_canary = worker_canary  # llm.collective_rpc("btrans_canary") -> one content report per worker
+    # llm.collective_rpc("btrans_counters") -> one dict per worker; ("btrans_canary") -> one content report
+    add(Worker, "btrans_counters", worker_counters, what="vllm: Worker.btrans_counters")
+    add(Worker, "btrans_canary", worker_canary, what="vllm: Worker.btrans_canary")
 
     def make_wake_up(orig):
         def wake_up(self, tags=None, *args, **kwargs):

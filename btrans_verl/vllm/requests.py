@@ -43,8 +43,8 @@ class LatentRequest:
 
     seed: int
     sigma: float = LatentConfig.sigma
-    mu: float = 0.0
-    granularity: str = "sequence"
+    mu: float = LatentConfig.mu
+    granularity: str = LatentConfig.granularity
     targets: tuple[str, ...] = DEFAULT_TARGETS  # norm kinds that carry the latent, in NORM_KINDS order
 
     def __post_init__(self):

@@ -16,8 +16,8 @@ V2 has no `_prepare_inputs` to hook. Instead it owns a per-model `ModelState` (b
 `patch_v2()` wraps the V2 runner's `load_model`: after the original, the target norms are wrapped
 (`worker.install`, same buffers and forward as V1), the `LatentState` is stored as `runner._btrans`, and the
 fresh `runner.model_state` instance gets the four methods above wrapped (each calls the original first or
-last and returns its result unchanged). The V2 runner class is marked `_btrans_hooked = True`, which is what
-the plugin's Worker.execute_model guard checks. The CPU V2 runner subclasses it and inherits both.
+last and returns its result unchanged). That patched `load_model` is what the plugin's Worker.execute_model
+guard checks (`plugin.is_hooked_runner`). The CPU V2 runner subclasses it and inherits both.
 
 Dummy batches (profiling, DP padding) carry random request ids that were never added: they, and requests
 without a latent, get the zero latent. Padding rows beyond the scheduled tokens are always zero.
@@ -140,5 +140,4 @@ def patch_v2() -> bool:
         logger.debug("B-Trans: %s.GPUModelRunner has no load_model; V2 not hooked", _RUNNER_MODULE)
         return False
     patch(cls, "load_model", _make_load, what="vllm: V2 GPUModelRunner.load_model")
-    cls._btrans_hooked = True
     return True

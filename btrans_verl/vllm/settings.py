@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from btrans_verl.latent import DEFAULT_TARGETS, GRANULARITIES, NORM_KINDS
+from btrans_verl.latent import DEFAULT_TARGETS, GRANULARITIES, NORM_KINDS, LatentConfig
 
 KEY = "btrans"
 OPT_IN = ("start the engine with additional_config={'btrans': True} (LLM(...)), --additional-config "
@@ -39,7 +39,7 @@ class EngineSettings:
     """An opted-in engine's B-Trans settings (see the module docstring); validated at construction."""
 
     targets: tuple[str, ...] = DEFAULT_TARGETS
-    granularity: str = "sequence"
+    granularity: str = LatentConfig.granularity
 
     def __post_init__(self):
         targets = self.targets
