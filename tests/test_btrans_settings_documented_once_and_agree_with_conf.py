@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from btrans_verl.verl.settings import BTransSettings, RLVRSettings, TTRLSettings
+from btrans_verl.verl.settings import AdaptiveSigmaSettings, BTransSettings, RLVRSettings, TTRLSettings
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "btrans"
 
@@ -25,6 +25,7 @@ def test_composed_defaults_equal_the_dataclass_defaults(compose_cfg):
     assert {k: v for k, v in rlvr.items()} == {k: v for k, v in defaults.items() if k != "ttrl"}
     assert ttrl["ttrl"] == dataclasses.asdict(TTRLSettings()) and ttrl["task"] == "ttrl"
     assert rlvr["rlvr"] == dataclasses.asdict(RLVRSettings())
+    assert rlvr["adaptive_sigma"] == dataclasses.asdict(AdaptiveSigmaSettings())
     off = _resolved_btrans(compose_cfg("+btrans=off"))
     assert off == {**rlvr, "enable": False}  # the baseline differs in the switch only
 
@@ -56,7 +57,9 @@ def test_every_btrans_key_is_documented_in_the_yaml_that_sets_it():
              **_documented_keys(CONF / "task" / "ttrl.yaml", "btrans")}
     assert set(on) | set(tasks) == fields, (on, tasks)
     assert all(on.values()) and all(tasks.values()), (on, tasks)
-    for sub, cls, name in (("rlvr", RLVRSettings, "rlvr.yaml"), ("ttrl", TTRLSettings, "ttrl.yaml")):
-        text = (CONF / "task" / name).read_text()
+    for sub, cls, path in (("rlvr", RLVRSettings, CONF / "task" / "rlvr.yaml"),
+                           ("ttrl", TTRLSettings, CONF / "task" / "ttrl.yaml"),
+                           ("adaptive_sigma", AdaptiveSigmaSettings, CONF / "on.yaml")):
+        text = path.read_text()
         for f in dataclasses.fields(cls):
             assert re.search(rf"#.*\n\s+{f.name}:", text) or re.search(rf"# {f.name} ", text), (sub, f.name)

@@ -18,6 +18,7 @@ GOOD = {
     "enable": True, "mu": 0.0, "sigma": 0.05, "targets": list(DEFAULT_TARGETS), "granularity": "sequence",
     "val_mind": "mean", "seed": 42, "task": "rlvr", "rlvr": {"reward_scheme": "binary"},
     "ttrl": {"n_votes": 64, "n_samples": 32, "reward_scheme": "binary"},
+    "adaptive_sigma": {"enable": False, "target": 0.5, "gain": 1.0, "sigma_min": 0.005, "sigma_max": 0.5},
 }
 
 

@@ -16,6 +16,7 @@ must fail promptly and clean (failure hygiene).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ pytestmark = pytest.mark.slow  # runs verl's main_ppo three times: skipped by `m
 
 BATCH, N_VOTES, N_SAMPLES = 4, 4, 2
 MU = 0.01  # a non-zero mean shift: the actor and reference must train / score with it
+SIGMA_MIN, SIGMA_MAX, TARGET = 0.05, 0.4, 0.5  # the B-Trans run adapts sigma (btrans_verl.verl.exploration)
+ADAPTIVE = ["btrans.adaptive_sigma.enable=true", f"btrans.adaptive_sigma.sigma_min={SIGMA_MIN}",
+            f"btrans.adaptive_sigma.sigma_max={SIGMA_MAX}", f"btrans.adaptive_sigma.target={TARGET}"]
 COMMON = [
     "actor_rollout_ref.actor.optim.weight_decay=0.0",
     "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
@@ -57,7 +61,7 @@ def runs(assets):
     off = _run(root, model, data, "off_rlvr", 2, ["+btrans=off", "btrans/task=rlvr"])
     on = _run(root, model, data, "on_ttrl", 4, ["+btrans=on", "btrans/task=ttrl", f"btrans.ttrl.n_votes={N_VOTES}",
                                                f"btrans.ttrl.n_samples={N_SAMPLES}", "btrans.sigma=0.2",
-                                               f"btrans.mu={MU}"])
+                                               f"btrans.mu={MU}", *ADAPTIVE])
     return root, off, on
 
 
@@ -99,7 +103,7 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
     assert [m["step"] for m in on.step_metrics] == [3, 4]  # resumed after the baseline's step-2 checkpoint
     floor = min(m["training/rollout_actor_probs_pearson_corr"] for m in off.step_metrics)
     for m in on.step_metrics:
-        assert m["btrans/enable"] == 1.0 and m["btrans/sigma"] == 0.2
+        assert m["btrans/enable"] == 1.0
         # the trained candidates (first n_samples of each prompt's n_votes) carry distinct recorded seeds
         assert m["btrans/trajectories"] == m["btrans/trajectories_with_latent"] == BATCH * N_SAMPLES
         assert m["btrans/distinct_latents_per_group"] == N_SAMPLES
@@ -115,6 +119,14 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
         assert m["btrans/scored_by_btrans"] == 1.0
         for key in ("ttrl/majority_ratio", "ttrl/label_accuracy", "ttrl/pass@k", "critic/score/mean"):
             assert key in m, key
+    # adaptive sigma: the controller follows its law from btrans.sigma on the logged signal, and the minds of each
+    # step were drawn with a sigma it produced (the next step's, or one step later when verl prefetches a batch)
+    sigma, produced = 0.2, [0.2]
+    for m in on.step_metrics:
+        sigma = min(max(sigma * math.exp(TARGET - m["btrans/informative_groups"]), SIGMA_MIN), SIGMA_MAX)
+        assert m["btrans/sigma_next"] == pytest.approx(sigma, rel=1e-5), m
+        assert any(m["btrans/sigma"] == pytest.approx(s, rel=1e-5) for s in produced[-2:]), (m, produced)
+        produced.append(sigma)
     # the deterministic update: actor and reference were built as the mean mind z = mu (btrans_verl.verl.mean_shift)
     text = on.log_path.read_text(errors="replace")
     for role in ("actor", "reference"):

@@ -14,6 +14,8 @@ Data flow of one training step (verl 0.9.1's v1 trainer), and the module that ow
     sampling   replay_buffer.py B-Trans metrics, and the guard: vLLM's counters and canary prove the latents
                                  were applied, or the run stops
     update     mean_shift.py    the actor and reference train with the mean mind z = mu (nothing when mu = 0)
+    (adaptive) exploration.py   btrans.adaptive_sigma: sigma steered between steps from the sampled batch's
+                                 informative groups (read by rollout.py, updated by replay_buffer.py)
 
 and, in every process: plugin.py (verl's `verl.plugins` entry point, which installs the rest), seams.py (one
 verl seam: its vLLM server returns what `collective_rpc` returns), hygiene.py (a dead Ray actor or vLLM engine

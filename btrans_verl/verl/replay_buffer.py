@@ -14,7 +14,8 @@ the step's rollouts are finished):
     (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
     btrans/informative_groups (the fraction of prompt groups whose rewards are not all equal: the groups in which
-    GRPO's advantage is non-zero),
+    GRPO's advantage is non-zero), btrans/sigma (the sigma the step's minds were drawn with, from the trajectories'
+    `btrans_sigma`), btrans/sigma_next (adaptive sigma only: the controller's sigma after this step),
     btrans/vllm/requests_with_latent, btrans/vllm/tokens_shifted, btrans/vllm/steps_with_latent (deltas since
     the previous sample, summed over every vLLM worker: the plugin's counters), btrans/vllm/norms_patched;
     TTRL: ttrl/label_accuracy, ttrl/reward_accuracy, ttrl/majority_ratio, ttrl/pass@k, ttrl/distinct_answers,
@@ -44,6 +45,7 @@ import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from btrans_verl.eval.metrics import is_informative
+from btrans_verl.verl.exploration import controller_for
 from btrans_verl.verl.settings import BTransSettings
 from btrans_verl.vllm.canary import check_canary_reports
 from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
@@ -178,9 +180,15 @@ class BTransReplayBuffer(ReplayBuffer):
         if partition_id != "train" or not meta.keys:
             return meta, metrics
         data = tq.kv_batch_get(keys=meta.keys, partition_id=meta.partition_id,
-                               select_fields=["btrans_seed", "uid", "extra_fields"])
+                               select_fields=["btrans_seed", "btrans_sigma", "uid", "extra_fields"])
         seeds = [int(s) for s in _as_list(data["btrans_seed"])]
         found = batch_metrics(seeds, _as_list(data["uid"]), _as_list(data["extra_fields"]), self.btrans.task)
+        # the sigma the step's minds were drawn with (the median: one value per step; adaptive sigma moves it)
+        sigmas = sorted(float(x) for x, s in zip(_as_list(data["btrans_sigma"]), seeds) if s >= 0)
+        found["btrans/sigma"] = sigmas[len(sigmas) // 2] if sigmas else float(self.btrans.sigma)
+        controller = controller_for(self.btrans)
+        if controller is not None:
+            found["btrans/sigma_next"] = controller.observe(found.get("btrans/informative_groups", math.nan))
         servers = rollout_servers()
         per_role = vllm_counters(servers)
         deltas = {role: counter_delta(c, self._last_counters.get(role, {})) for role, c in per_role.items()}
@@ -194,7 +202,6 @@ class BTransReplayBuffer(ReplayBuffer):
         if self.btrans.enable:
             found["btrans/vllm/canary_workers"] = float(check_vllm_canaries(servers))
         found["btrans/enable"] = float(self.btrans.enable)
-        found["btrans/sigma"] = float(self.btrans.sigma)
         self._export(found)
         metrics.update(found)
         return meta, metrics

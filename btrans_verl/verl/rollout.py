@@ -45,6 +45,7 @@ import torch
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
 from btrans_verl.seeds import StepLedger, step_seeds
+from btrans_verl.verl.exploration import controller_for
 from btrans_verl.verl.reward_managers import NO_LATENT, SEED_FIELD, TTRL_MANAGER, VOTE_RESULT_KEY, vote_group_data
 from btrans_verl.verl.settings import AGENT_LOOP_MANAGER, BTransSettings, settings_from_run_config
 from btrans_verl.vllm.requests import NESTED_KEY, latent_args
@@ -52,6 +53,8 @@ from btrans_verl.vllm.requests import NESTED_KEY, latent_args
 logger = logging.getLogger("btrans_verl.verl.rollout")
 
 STEP_SEEDS_FIELD = "btrans_seeds"  # batch column set by the manager: int64 [prompts, max n], -1 past a row's n
+STEP_SIGMA_FIELD = "btrans_step_sigma"  # batch column set by the manager with adaptive sigma: float64 [prompts]
+SIGMA_FIELD = "btrans_sigma"  # stored with every trajectory: the sigma its mind was drawn with (0.0: no latent)
 
 
 def samples_minds(settings: BTransSettings, validate: bool) -> bool:
@@ -59,9 +62,11 @@ def samples_minds(settings: BTransSettings, validate: bool) -> bool:
     return settings.enable and not (validate and settings.val_mind == "mean")
 
 
-def mind_for(settings: BTransSettings, *, validate: bool, seed: int | None) -> tuple[int, dict[str, Any] | None]:
+def mind_for(settings: BTransSettings, *, validate: bool, seed: int | None,
+             sigma: float | None = None) -> tuple[int, dict[str, Any] | None]:
     """(btrans_seed, extra_args) of one trajectory, given the seed its step assigned it (`assign_minds`; None
-    when it samples no mind). extra_args is None when the request needs no latent."""
+    when it samples no mind) and the step's sigma (adaptive sigma; default btrans.sigma). extra_args is None
+    when the request needs no latent."""
     if not settings.enable:
         return NO_LATENT, None
     if not samples_minds(settings, validate):
@@ -73,8 +78,8 @@ def mind_for(settings: BTransSettings, *, validate: bool, seed: int | None) -> t
     if seed is None or seed < 0:
         raise RuntimeError(f"B-Trans: this trajectory was not assigned a mind (seed {seed!r}): the step's batch did "
                            f"not pass through {AGENT_LOOP_MANAGER}.generate_sequences")
-    return seed, latent_args(seed, sigma=settings.sigma, mu=settings.mu, granularity=settings.granularity,
-                             targets=settings.targets)
+    return seed, latent_args(seed, sigma=settings.sigma if sigma is None else sigma, mu=settings.mu,
+                             granularity=settings.granularity, targets=settings.targets)
 
 
 def assign_minds(batch, settings: BTransSettings, rollout_config,
@@ -198,13 +203,16 @@ class _Worker(AgentLoopWorkerTQ.__ray_actor_class__):
         validate = bool(trajectory["validate"])
         step_seeds_row = kwargs.pop(STEP_SEEDS_FIELD, None)  # [max n]; not stored with the trajectory
         seed = None if step_seeds_row is None else int(step_seeds_row[int(kwargs["session_id"])])
-        seed, extra = mind_for(self.btrans, validate=validate, seed=seed)
+        step_sigma = kwargs.pop(STEP_SIGMA_FIELD, None)  # adaptive sigma: this step's; not stored as such
+        seed, extra = mind_for(self.btrans, validate=validate, seed=seed,
+                               sigma=None if step_sigma is None else float(step_sigma))
         params = dict(sampling_params)  # verl shares one dict across the n sessions of a prompt
         if extra is not None:
             if NESTED_KEY in (params.get("extra_args") or {}):
                 raise ValueError(f"sampling params already carry extra_args[{NESTED_KEY!r}]")
             params["extra_args"] = {**(params.get("extra_args") or {}), **extra}
         kwargs[SEED_FIELD] = seed
+        kwargs[SIGMA_FIELD] = float(extra[NESTED_KEY]["sigma"]) if extra is not None else 0.0
         group = None if validate else self.vote_groups.get(kwargs["uid"])
         try:
             return await super()._run_agent_loop(params, trajectory, agent_name=agent_name, trace=trace, **kwargs)
@@ -270,6 +278,10 @@ class BTransAgentLoopManager(AgentLoopManagerTQ):
         self.seed_ledgers: dict[tuple[str, int], StepLedger] = {}
 
     def generate_sequences(self, prompts):
-        assign_minds(prompts, self.btrans, self.rollout_config, self.seed_ledgers)  # before the batch is split
+        seeds = assign_minds(prompts, self.btrans, self.rollout_config, self.seed_ledgers)  # before the split
+        controller = controller_for(self.btrans)
+        validate = bool(prompts["validate"]) if "validate" in prompts.keys() else False
+        if controller is not None and seeds is not None and not validate:
+            prompts[STEP_SIGMA_FIELD] = torch.full((len(prompts),), controller.sigma, dtype=torch.float64)
         return super().generate_sequences(prompts)
 

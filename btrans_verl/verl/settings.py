@@ -42,6 +42,7 @@ __all__ = [
     "VAL_MINDS",
     "RLVRSettings",
     "TTRLSettings",
+    "AdaptiveSigmaSettings",
     "BTransSettings",
     "validate_run_config",
     "settings_from_run_config",
@@ -117,6 +118,37 @@ class TTRLSettings:
 
 
 @dataclass
+class AdaptiveSigmaSettings:
+    """Adaptive sigma (config node `btrans.adaptive_sigma`, off by default): the controller of
+    `btrans_verl.verl.exploration` steers sigma toward a target share of informative groups.
+
+    Each key's meaning and default: conf/btrans/on.yaml (the one place they are written).
+    """
+
+    enable: bool = False
+    target: float = 0.5
+    gain: float = 1.0
+    sigma_min: float = 0.005
+    sigma_max: float = 0.5
+
+    def __post_init__(self):
+        if not isinstance(self.enable, bool):
+            raise ValueError(f"btrans.adaptive_sigma.enable must be true or false, got {self.enable!r}")
+        for name in ("target", "gain", "sigma_min", "sigma_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"btrans.adaptive_sigma.{name} must be a finite number, got {v!r}")
+            setattr(self, name, float(v))
+        if not 0.0 < self.target < 1.0:
+            raise ValueError(f"btrans.adaptive_sigma.target must be in (0, 1), got {self.target!r}")
+        if self.gain <= 0.0:
+            raise ValueError(f"btrans.adaptive_sigma.gain must be > 0, got {self.gain!r}")
+        if not 0.0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"btrans.adaptive_sigma needs 0 < sigma_min <= sigma_max, got sigma_min="
+                             f"{self.sigma_min!r}, sigma_max={self.sigma_max!r}")
+
+
+@dataclass
 class BTransSettings:
     """Everything B-Trans adds to a verl run (config node `btrans`). Validated at construction.
 
@@ -138,6 +170,7 @@ class BTransSettings:
     task: str = "rlvr"
     rlvr: RLVRSettings = field(default_factory=RLVRSettings)
     ttrl: TTRLSettings = field(default_factory=TTRLSettings)
+    adaptive_sigma: AdaptiveSigmaSettings = field(default_factory=AdaptiveSigmaSettings)
     latent: LatentConfig = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -162,6 +195,15 @@ class BTransSettings:
             raise ValueError(f"btrans.rlvr must be RLVRSettings, got {type(self.rlvr).__name__}")
         if not isinstance(self.ttrl, TTRLSettings):
             raise ValueError(f"btrans.ttrl must be TTRLSettings, got {type(self.ttrl).__name__}")
+        adaptive = self.adaptive_sigma
+        if not isinstance(adaptive, AdaptiveSigmaSettings):
+            raise ValueError(f"btrans.adaptive_sigma must be AdaptiveSigmaSettings, got {type(adaptive).__name__}")
+        if adaptive.enable and not self.enable:
+            raise ValueError("btrans.adaptive_sigma.enable=true needs btrans.enable=true: a run without latents has "
+                             "no sigma to adapt")
+        if adaptive.enable and not adaptive.sigma_min <= self.sigma <= adaptive.sigma_max:
+            raise ValueError(f"btrans.sigma ({self.sigma!r}) must lie in [btrans.adaptive_sigma.sigma_min, sigma_max] "
+                             f"= [{adaptive.sigma_min!r}, {adaptive.sigma_max!r}]: the controller starts from it")
 
     @classmethod
     def from_config(cls, node) -> BTransSettings:
@@ -170,7 +212,7 @@ class BTransSettings:
         data = _to_plain(node, "btrans")
         _check_keys("btrans", data, cls)
         kwargs = dict(data)
-        for name, sub in (("rlvr", RLVRSettings), ("ttrl", TTRLSettings)):
+        for name, sub in (("rlvr", RLVRSettings), ("ttrl", TTRLSettings), ("adaptive_sigma", AdaptiveSigmaSettings)):
             if name in kwargs:
                 sub_data = kwargs[name]
                 if sub_data is None:
@@ -189,6 +231,7 @@ class BTransSettings:
         d["targets"] = list(self.targets)
         d["rlvr"] = dataclasses.asdict(self.rlvr)
         d["ttrl"] = dataclasses.asdict(self.ttrl)
+        d["adaptive_sigma"] = dataclasses.asdict(self.adaptive_sigma)
         return d
 
 
