@@ -53,33 +53,15 @@ def write_addition(dest: Path) -> Path:
 
 def teach_addition(model, tok, steps: int = 600, batch: int = 16, seed: int = 0) -> float:
     """Supervised warm start by the noisy teacher (see the module docstring): `steps` AdamW steps on `batch`
-    questions each, loss on the answer only. About a minute on 2 cores for the tiny model. Returns the last loss."""
-    import torch
+    questions each, loss on the answer only (`btrans_verl.tiny.teach_answers`). About a minute on 2 cores for the
+    tiny model. Returns the last loss."""
+    from btrans_verl.tiny import teach_answers
 
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for _ in range(steps):
-        pairs = []
-        for a, b in rng.sample(PAIRS, batch):
-            chat = [{"role": "user", "content": QUESTION.format(a=a, b=b)}]
-            prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            answer = a + b if rng.random() < TEACHER_ACCURACY else rng.randrange(10)
-            p_ids, a_ids = tok.encode(prompt), tok.encode(f"The answer is \\boxed{{{answer}}}.<|im_end|>")
-            pairs.append((p_ids + a_ids, len(p_ids)))
-        width = max(len(ids) for ids, _ in pairs)
-        input_ids = torch.zeros(len(pairs), width, dtype=torch.long)  # [batch, seq], pad id 0
-        labels = torch.full((len(pairs), width), -100, dtype=torch.long)  # [batch, seq], loss on the answer only
-        for i, (ids, n_prompt) in enumerate(pairs):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            labels[i, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
-        loss = model(input_ids=input_ids, attention_mask=(labels != -100) | (input_ids != 0), labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return float(loss.detach())
+    def draw(rng: random.Random) -> list[tuple[str, int]]:
+        return [(QUESTION.format(a=a, b=b), a + b if rng.random() < TEACHER_ACCURACY else rng.randrange(10))
+                for a, b in rng.sample(PAIRS, batch)]
+
+    return teach_answers(model, tok, draw, steps, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

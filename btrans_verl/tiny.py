@@ -94,33 +94,29 @@ def write_tiny_tokenizer(dest: Path, vocab_size: int = 512):
 FORMAT_ANSWERS = ("1", "2")  # what the format-trained tiny model answers (GSM8K answers are rarely these)
 
 
-def teach_answer_format(model, tok, steps: int = 40, seed: int = 0) -> float:
-    """Train the tiny model for a few seconds to answer every vendored question with `\\boxed{1}` or `\\boxed{2}`.
-
-    A random model never writes a boxed answer, so every reward (and every GRPO advantage) would be zero and a
-    training step would change nothing. After this, sampled answers agree often but not always: TTRL's majority
-    vote finds a pseudo-label and rewards vary within a group, a real learning signal. Returns the final loss.
-    """
+def teach_answers(model, tok, draw, steps: int, seed: int = 0) -> float:
+    """Supervised answers for the tiny model: `steps` AdamW steps (lr 3e-3), each on the (question, answer) pairs
+    `draw(rng)` returns, as chat turns answered "The answer is \\boxed{answer}."; the loss is on the answer only.
+    The one training loop of the tiny models' teachers (`teach_answer_format`, `demo_task.teach_addition`).
+    Returns the last loss."""
     import random
 
     import torch
 
     rng = random.Random(seed)
-    questions = [t for t in _vendored_texts() if "?" in t][:128]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
         batch = []
-        for q in rng.sample(questions, 8):
-            chat = [{"role": "user", "content": q[:120]}]
+        for question, answer in draw(rng):
+            chat = [{"role": "user", "content": question}]
             prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            answer = f"The answer is \\boxed{{{rng.choice(FORMAT_ANSWERS)}}}.<|im_end|>"
-            p_ids, a_ids = tok.encode(prompt), tok.encode(answer)
+            p_ids, a_ids = tok.encode(prompt), tok.encode(f"The answer is \\boxed{{{answer}}}.<|im_end|>")
             batch.append((p_ids + a_ids, len(p_ids)))
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # [batch, seq], pad id 0
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)  # loss on the answer only
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)  # [batch, seq], loss on the answer only
         for i, (ids, n_prompt) in enumerate(batch):
             input_ids[i, :len(ids)] = torch.tensor(ids)
             labels[i, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
@@ -130,6 +126,18 @@ def teach_answer_format(model, tok, steps: int = 40, seed: int = 0) -> float:
         opt.step()
     model.eval()
     return float(loss.detach())
+
+
+def teach_answer_format(model, tok, steps: int = 40, seed: int = 0) -> float:
+    """Train the tiny model for a few seconds to answer every vendored question with `\\boxed{1}` or `\\boxed{2}`.
+
+    A random model never writes a boxed answer, so every reward (and every GRPO advantage) would be zero and a
+    training step would change nothing. After this, sampled answers agree often but not always: TTRL's majority
+    vote finds a pseudo-label and rewards vary within a group, a real learning signal. Returns the final loss.
+    """
+    questions = [t[:120] for t in _vendored_texts() if "?" in t][:128]
+    return teach_answers(model, tok, lambda rng: [(q, rng.choice(FORMAT_ANSWERS)) for q in rng.sample(questions, 8)],
+                         steps, seed)
 
 
 def write_tiny_model(dest: Path, family: str = "qwen3", seed: int = 0, teach=teach_answer_format) -> Path:
