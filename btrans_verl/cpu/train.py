@@ -100,15 +100,21 @@ def build_args(task: str, btrans: str, model: Path, data: Path, workdir: Path, t
     return [*group, *run, *extra]
 
 
-def record_steps(path: Path, steps: list[dict]) -> list[dict]:
-    """Merge this invocation's step metrics into `path` (JSON lines, one per step; a step logged again replaces
-    the old line) and return every recorded step in order."""
+def read_steps(path: Path) -> dict[int, dict]:
+    """The steps recorded in `path` (JSON lines, one per step), by step; empty when there is none."""
     recorded = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 recorded[row["step"]] = row
+    return recorded
+
+
+def record_steps(path: Path, steps: list[dict]) -> list[dict]:
+    """Merge this invocation's step metrics into `path` (JSON lines, one per step; a step logged again replaces
+    the old line) and return every recorded step in order."""
+    recorded = read_steps(path)
     recorded.update({m["step"]: m for m in steps})
     rows = [recorded[k] for k in sorted(recorded)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     sibling = workdir.parent / run_name(ns.data, ns.task, other, ns.model) / "steps.jsonl"
     runs = {f"B-Trans {ns.btrans}": steps}
     if sibling.is_file():
-        runs[f"B-Trans {other}"] = record_steps(sibling, [])
+        runs[f"B-Trans {other}"] = [m for _, m in sorted(read_steps(sibling).items())]  # read, never rewritten
     if steps:
         print(f"[btrans] plot: {plot_curves(runs, ns.task, workdir / 'curve.png', spec.chance)}")
     print(f"[btrans] exit {result.returncode}{' (timed out)' if result.timed_out else ''}; wall "
