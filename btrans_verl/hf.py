@@ -36,6 +36,8 @@ from btrans_verl.latent import (
     check_family,
     hypothesis_key,
     latent_from_keys,
+    norm_scale,
+    norm_sigma,
     shift,
     target_norms,
 )
@@ -73,6 +75,7 @@ class HFPopulation:
         self._mode = "off"
         self._seeds: torch.Tensor | None = None  # [rows] int64 for replay / sample
         self._z_cache: dict[tuple[int, str], torch.Tensor] = {}  # (norm index, device) -> z, sequence mode
+        self._sigma_cache: dict[int, float] = {}  # norm index -> its sigma (relative sigma: from its weight)
         self._positions: torch.Tensor | None = None  # [batch, seq] of the current forward, token mode
         self._in_generate = False
         self._new_call = False
@@ -92,6 +95,7 @@ class HFPopulation:
         if absent:
             raise ValueError(f"B-Trans: target(s) {absent} match no module of {type(model).__name__}")
         self._first_idx = min(idx for _, idx, _ in self._norms)
+        self._module_of = {idx: module for _, idx, module in self._norms}
         self.counters.norms_patched = len(self._norms)
 
         for kind, idx, module in self._norms:
@@ -114,7 +118,7 @@ class HFPopulation:
         if mode == "replay" and self._seeds is None:
             raise ValueError("B-Trans: mode 'replay' needs seeds: use population.replay(seeds)")
         self._mode = mode
-        self._z_cache.clear()
+        self._forget()
 
     def set_seeds(self, seeds) -> None:
         """Seeds for replay: one per batch row, integers in [0, 2**63)."""
@@ -124,7 +128,7 @@ class HFPopulation:
         if not seeds:
             raise ValueError("B-Trans: replay needs at least one seed")
         self._seeds = torch.tensor(seeds, dtype=torch.int64)
-        self._z_cache.clear()
+        self._forget()
 
     @contextlib.contextmanager
     def replay(self, seeds):
@@ -137,7 +141,7 @@ class HFPopulation:
         finally:
             self._seeds = prev_seeds
             self._mode = prev_mode
-            self._z_cache.clear()
+            self._forget()
 
     def detach(self) -> None:
         for h in self._handles:
@@ -146,6 +150,22 @@ class HFPopulation:
         if self._orig_generate is not None:
             del self.model.generate  # back to the class's method
         self._mode = "off"
+
+    def _forget(self) -> None:
+        """Drop the cached latents and sigmas: the minds (or the weights a relative sigma reads) may change."""
+        self._z_cache.clear()
+        self._sigma_cache.clear()
+
+    def _sigma(self, idx: int) -> float:
+        """The std of norm `idx`'s latent: sigma, or with a relative sigma sigma * its weight's scale (read from
+        the weight at the first forward of a call, so a trained norm is read as it is now)."""
+        cfg = self.config
+        if not cfg.relative:
+            return cfg.sigma
+        if idx not in self._sigma_cache:
+            scale = norm_scale(cfg.sigma_scale, self._module_of[idx].weight)
+            self._sigma_cache[idx] = norm_sigma(cfg.sigma, scale)
+        return self._sigma_cache[idx]
 
     # ----------------------------------------------------------------------------------------- hooks
     def _generate(self, *args, **kwargs):
@@ -160,7 +180,7 @@ class HFPopulation:
         self._seeds = torch.tensor(seeds, dtype=torch.int64)
         self.last_seeds = seeds
         self.counters.rows_sampled += rows
-        self._z_cache.clear()
+        self._forget()
 
     def _pre_forward(self, module, args, kwargs):
         if self._mode in ("off", "mean"):
@@ -187,12 +207,12 @@ class HFPopulation:
         cfg = self.config
         if self.config.granularity == "token":
             keys = hypothesis_key(self._seeds.unsqueeze(1), self._positions)  # [batch, seq]
-            return latent_from_keys(keys.to(device), idx, hidden, cfg.mu, cfg.sigma)
+            return latent_from_keys(keys.to(device), idx, hidden, cfg.mu, self._sigma(idx))
         key = (idx, str(device))
         z = self._z_cache.get(key)
         if z is None:
             keys = hypothesis_key(self._seeds).to(device)  # [batch]
-            z = self._z_cache[key] = latent_from_keys(keys, idx, hidden, cfg.mu, cfg.sigma)  # [batch, hidden]
+            z = self._z_cache[key] = latent_from_keys(keys, idx, hidden, cfg.mu, self._sigma(idx))  # [batch, hidden]
         return z
 
     def _make_hook(self, kind: str, idx: int):

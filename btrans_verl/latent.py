@@ -17,6 +17,11 @@ The contract (shared by the Hugging Face side, `btrans_verl.hf`, and the vLLM si
     u[h]     = mix(nkey ^ mix(h ^ K_ELEM))          for h < hidden # 32-bit uniform integers
     eps[h]   = NORMAL_TABLE[u[h] >> 16]                            # 65,536-level normal quantiles
 
+With `sigma_scale="weight_rms"` (relative sigma) norm j draws with its own standard deviation
+`sigma_j = f32(f32(sigma) * f32(rms(weight_j)))` instead of sigma: `rms` is the exact root mean square of the norm's
+weight (`norm_scale`), a fixed, data-free property that sets the norm's output scale, so sigma becomes a fraction
+of each norm's own output scale rather than one absolute value for norms whose outputs differ ~50x in size.
+
 `mix` is a 32-bit integer avalanche hash (xor-shift / multiply), evaluated with int64 tensor ops whose
 products never overflow, so every step above is exact integer arithmetic plus one table lookup: the same
 seed gives a bit-identical `eps` in any process, on any device (CPU or CUDA), in any engine, and inside
@@ -39,10 +44,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from statistics import NormalDist
 
+import numpy as np
 import torch
 
 # ---------------------------------------------------------------------------------------------------------
@@ -280,6 +287,49 @@ def check_family(model_type: str, targets) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Sigma scales: what sigma is relative to, per norm
+# ---------------------------------------------------------------------------------------------------------
+SIGMA_SCALES: dict[str, Callable[[torch.Tensor], float]] = {}
+
+
+def register_sigma_scale(name: str):
+    """Register a rule `weight -> scale` (a float32-representable float): norm j's latent std is sigma * scale_j."""
+
+    def deco(fn: Callable[[torch.Tensor], float]) -> Callable[[torch.Tensor], float]:
+        SIGMA_SCALES[name] = fn
+        return fn
+
+    return deco
+
+
+@register_sigma_scale("absolute")
+def _absolute(weight: torch.Tensor) -> float:
+    """One sigma for every norm (the paper's setting)."""
+    return 1.0
+
+
+@register_sigma_scale("weight_rms")
+def _weight_rms(weight: torch.Tensor) -> float:
+    """The root mean square of the norm's weight: an RMSNorm's output is weight * x / rms(x), so this is its
+    output scale. Exact and the same in every process and on every device: the float64 squares of float32 (or
+    bf16) values are exact, `math.fsum` rounds their sum once, and the result is rounded once to float32."""
+    values = weight.detach().to("cpu", torch.float64).flatten().tolist()
+    rms = math.sqrt(math.fsum(v * v for v in values) / len(values))
+    return float(np.float32(rms))
+
+
+def norm_scale(rule: str, weight: torch.Tensor) -> float:
+    """The scale of one norm's sigma under `rule` (a name of SIGMA_SCALES)."""
+    return SIGMA_SCALES[rule](weight)
+
+
+def norm_sigma(sigma: float, scale: float) -> float:
+    """The std of one norm's latent: f32(f32(sigma) * f32(scale)), one float32 product (so the Hugging Face side
+    and the engines, which multiply float32 arrays, get the same bits)."""
+    return float(np.float32(sigma) * np.float32(scale))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The config
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
@@ -298,6 +348,9 @@ class LatentConfig:
         granularity: "sequence" (hypothesis sampling: one z per sequence, frozen over all its tokens; the
             paper's method) or "token" (a fresh z per token position; the paper's ablation). Default
             "sequence".
+        sigma_scale: what sigma is relative to. "absolute" (default): every norm's latent has std sigma.
+            "weight_rms" (relative sigma): norm j's has std sigma * rms(weight_j), its output scale, so that
+            sigma is the same fraction of every norm's output (`norm_scale`, `norm_sigma`).
     """
 
     enable: bool = True
@@ -305,6 +358,7 @@ class LatentConfig:
     sigma: float = 0.05
     targets: tuple[str, ...] = field(default=DEFAULT_TARGETS)
     granularity: str = "sequence"
+    sigma_scale: str = "absolute"
 
     def __post_init__(self):
         # The one validation of a mind's settings: verl settings, the Hugging Face side and every vLLM request
@@ -326,3 +380,10 @@ class LatentConfig:
             raise ValueError(f"btrans.targets: unknown target(s) {unknown}; known: {sorted(NORM_KINDS)}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"btrans.granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.sigma_scale not in SIGMA_SCALES:
+            raise ValueError(f"btrans.sigma_scale must be one of {list(SIGMA_SCALES)}, got {self.sigma_scale!r}")
+
+    @property
+    def relative(self) -> bool:
+        """Whether each norm's sigma is scaled by a property of that norm (not one absolute sigma)."""
+        return self.sigma_scale != "absolute"

@@ -16,6 +16,7 @@ from btrans_verl.verl.settings import BTransSettings, RLVRSettings, TTRLSettings
 
 GOOD = {
     "enable": True, "mu": 0.0, "sigma": 0.05, "targets": list(DEFAULT_TARGETS), "granularity": "sequence",
+    "sigma_scale": "absolute",
     "val_mind": "mean", "seed": 42, "task": "rlvr", "rlvr": {"reward_scheme": "binary"},
     "ttrl": {"n_votes": 64, "n_samples": 32, "reward_scheme": "binary"},
     "adaptive_sigma": {"enable": False, "target": 0.5, "gain": 1.0, "sigma_min": 0.005, "sigma_max": 0.5},
@@ -51,7 +52,8 @@ def run_cfg(btrans=None, *, name="vllm", n=8, adv="grpo", **top):
 
 def test_defaults_are_the_documented_ones_and_reuse_latent_config():
     s = BTransSettings()
-    assert (s.enable, s.mu, s.sigma, s.targets, s.granularity) == (True, 0.0, 0.05, DEFAULT_TARGETS, "sequence")
+    assert (s.enable, s.mu, s.sigma, s.targets, s.granularity, s.sigma_scale) == (
+        True, 0.0, 0.05, DEFAULT_TARGETS, "sequence", "absolute")
     assert (s.val_mind, s.seed, s.task) == ("mean", 42, "rlvr")
     assert s.rlvr == RLVRSettings("binary") and s.ttrl == TTRLSettings(64, 32, "binary")
     assert isinstance(s.latent, LatentConfig) and s.latent == LatentConfig()
@@ -77,6 +79,7 @@ BAD = [
     ("string_targets", with_(targets="input_layernorm"), "btrans.targets"),
     ("per_head_target_vllm_cannot_apply", with_(targets=["input_layernorm", "q_norm"]), "btrans.targets: per-head"),
     ("granularity", with_(granularity="word"), "btrans.granularity"),
+    ("sigma_scale", with_(sigma_scale="per_layer"), "btrans.sigma_scale"),
     ("enable_int", with_(enable=1), "btrans.enable"),
     ("enable_string", with_(enable="yes"), "btrans.enable"),
     ("val_mind", with_(val_mind="median"), "btrans.val_mind"),
@@ -108,7 +111,8 @@ def test_bad_values_raise_value_error_naming_the_key(data, key):
 
 
 @pytest.mark.parametrize("field,value", [("sigma", -1.0), ("sigma", math.nan), ("mu", math.inf),
-                                         ("targets", ("bogus",)), ("granularity", "word")])
+                                         ("targets", ("bogus",)), ("granularity", "word"),
+                                         ("sigma_scale", "relative")])
 def test_latent_errors_are_latent_configs_own(field, value):
     with pytest.raises(ValueError) as ours:
         BTransSettings(**{field: value})

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc of a function (weight sync)
 
 vllm = pytest.importorskip("vllm")
 from vllm import LLM, SamplingParams  # noqa: E402
@@ -152,6 +153,49 @@ def test_token_granularity_changes_the_latent_per_position_and_matches_hf(llm, m
     assert torch.allclose(vllm_lp, hf_lp, atol=2e-3)
     seq = tokens(llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [params(9, n=10)]))[0]
     assert seq != gen  # per-token minds are not the per-sequence mind of the same seed
+
+
+def _scale_final_norm(worker, factor: float) -> float:
+    """verl's weight sync, in miniature: the final norm's weight times `factor`, through `model.load_weights`."""
+    model = worker.model_runner.get_model()
+    weight = dict(model.named_parameters())["model.norm.weight"]
+    model.load_weights([("model.norm.weight", weight.detach().clone() * factor)])
+    return float(weight.double().pow(2).mean().sqrt())
+
+
+@pytest.mark.parametrize("granularity", ["sequence", "token"])
+def test_relative_sigma_reads_each_norms_weight_after_a_weight_sync_and_matches_hf(llm, model_dir, granularity):
+    import transformers
+
+    seed, factor = 8080 + (granularity == "token"), 0.125  # a power of two: undone exactly below
+    warm = SamplingParams(temperature=0.0, max_tokens=2, detokenize=False,
+                          extra_args=latent_args(seed + 2, SIGMA, granularity=granularity, sigma_scale="weight_rms"))
+    llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [warm])  # the engine reads the scales of the old weights
+    llm.collective_rpc(_scale_final_norm, args=(factor,))
+    llm.reset_prefix_cache()
+    try:
+        sp = SamplingParams(temperature=1.0, max_tokens=12, seed=6, logprobs=0, detokenize=False,
+                            extra_args=latent_args(seed, SIGMA, granularity=granularity, sigma_scale="weight_rms"))
+        out = llm.generate([TokensPrompt(prompt_token_ids=PROMPT)], [sp])[0].outputs[0]
+    finally:
+        llm.collective_rpc(_scale_final_norm, args=(1 / factor,))
+        llm.reset_prefix_cache()
+    gen = list(out.token_ids)
+    vllm_lp = torch.tensor([lp[t].logprob for lp, t in zip(out.logprobs, gen)])
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(factor)  # the weights the engine held
+    ids = torch.tensor([PROMPT + gen])
+    replayed = {}
+    for scale in ("weight_rms", "absolute"):
+        pop = attach(model, LatentConfig(sigma=SIGMA, granularity=granularity, sigma_scale=scale), mode="mean")
+        with torch.no_grad(), pop.replay([seed]):
+            logp = torch.log_softmax(model(ids).logits[0, len(PROMPT) - 1:-1], dim=-1)
+        replayed[scale] = logp[torch.arange(len(gen)), torch.tensor(gen)]
+        pop.detach()
+    assert torch.allclose(vllm_lp, replayed["weight_rms"], atol=2e-3), (vllm_lp - replayed["weight_rms"]).abs().max()
+    # the final norm's std was sigma * rms(weight) ~ 0.13, not sigma: an absolute replay is far off
+    assert (vllm_lp - replayed["absolute"]).abs().max() > 0.05
 
 
 def test_prefix_cache_is_shared_within_a_mind_and_never_across_minds(llm):

@@ -109,7 +109,8 @@ class Report:
         if s is None:
             method = "no btrans node (plain verl run)"
         elif s.enable:
-            method = f"B-Trans on (sigma {s.sigma}, mu {s.mu}, {s.granularity}, val_mind {s.val_mind})"
+            method = (f"B-Trans on (sigma {s.sigma} {s.sigma_scale}, mu {s.mu}, {s.granularity}, "
+                      f"val_mind {s.val_mind})")
         else:
             method = "baseline (+btrans=off: B-Trans disabled, all else equal)"
         task = s.task if s is not None else "-"

@@ -8,9 +8,10 @@ verl 0.9.1's v1 trainer hands each step's prompts to an agent-loop manager, whos
 TransferQueue. `BTransAgentLoopWorker` changes three things, all inside the worker:
 
 1. Hypothesis sampling. Each session gets its own sampling-params dict (verl shares one across the n sessions)
-   carrying the latent of its mind, `extra_args={"btrans": {seed, sigma, mu, granularity, targets}}` (the vLLM
-   plugin's per-request arguments, `btrans_verl.vllm.requests`). The seeds are assigned by the manager, which
-   sees the whole step's batch before splitting it over the workers (`assign_minds`, column `btrans_seeds`):
+   carrying the latent of its mind, `extra_args={"btrans": {seed, sigma, mu, granularity, targets,
+   sigma_scale}}` (the vLLM plugin's per-request arguments, `btrans_verl.vllm.requests`). The seeds are
+   assigned by the manager, which sees the whole step's batch before splitting it over the workers
+   (`assign_minds`, column `btrans_seeds`):
    `btrans_verl.seeds.step_seeds` over (btrans.seed, train|val, global step, data_source, extra_info.index,
    sample): reproducible, fresh after a resume, and distinct within a step by construction, also on a dataset
    without `extra_info.index` (verl gives every row index 0) or with a repeated row.
@@ -74,12 +75,13 @@ def mind_for(settings: BTransSettings, *, validate: bool, seed: int | None,
             return NO_LATENT, None
         # the mean mind with a non-zero mean shift: z = mu exactly (sigma 0), any seed
         return NO_LATENT, latent_args(0, sigma=0.0, mu=settings.mu, granularity=settings.granularity,
-                                      targets=settings.targets)
+                                      targets=settings.targets)  # sigma 0: the scale does not matter
     if seed is None or seed < 0:
         raise RuntimeError(f"B-Trans: this trajectory was not assigned a mind (seed {seed!r}): the step's batch did "
                            f"not pass through {AGENT_LOOP_MANAGER}.generate_sequences")
     return seed, latent_args(seed, sigma=settings.sigma if sigma is None else sigma, mu=settings.mu,
-                             granularity=settings.granularity, targets=settings.targets)
+                             granularity=settings.granularity, targets=settings.targets,
+                             sigma_scale=settings.sigma_scale)
 
 
 def assign_minds(batch, settings: BTransSettings, rollout_config,

@@ -157,7 +157,7 @@ class BTransSettings:
     configs and compares); `seed` is `${actor_rollout_ref.rollout.seed}` there, 42 in verl and here.
 
     `latent` (not a config key) is the validated `LatentConfig` built from enable / mu / sigma / targets /
-    granularity: the latent's own rules have one owner, `btrans_verl.latent`.
+    granularity / sigma_scale: the latent's own rules have one owner, `btrans_verl.latent`.
     """
 
     enable: bool = True
@@ -165,6 +165,7 @@ class BTransSettings:
     sigma: float = LatentConfig.sigma
     targets: tuple[str, ...] = DEFAULT_TARGETS
     granularity: str = LatentConfig.granularity
+    sigma_scale: str = LatentConfig.sigma_scale
     val_mind: str = "mean"
     seed: int = 42
     task: str = "rlvr"
@@ -179,7 +180,7 @@ class BTransSettings:
         # The latent's own rules (finite mu / sigma, sigma >= 0, known targets, granularity) live in LatentConfig;
         # its errors already name `btrans.<key>`.
         self.latent = LatentConfig(enable=self.enable, mu=self.mu, sigma=self.sigma, targets=self.targets,
-                                   granularity=self.granularity)
+                                   granularity=self.granularity, sigma_scale=self.sigma_scale)
         self.mu, self.sigma, self.targets = self.latent.mu, self.latent.sigma, self.latent.targets
         per_head = [t for t in self.targets if NORM_KINDS[t].per_head]
         if per_head:

@@ -3,7 +3,7 @@
 Nested form (Python callers, verl):
 
     SamplingParams(..., extra_args={"btrans": {"seed": 1234, "sigma": 0.05, "mu": 0.0,
-                                               "granularity": "sequence",
+                                               "granularity": "sequence", "sigma_scale": "absolute",
                                                "targets": ["input_layernorm", "post_attention_layernorm",
                                                            "final_norm"]}})
 
@@ -12,11 +12,11 @@ Flat form (the OpenAI server only forwards flat `vllm_xargs`):
     {"vllm_xargs": {"btrans_seed": 1234, "btrans_sigma": 0.05}}
 
 `seed` is required and names the mind (an integer in [0, 2**63)); `sigma` defaults to LatentConfig's default,
-`mu` to 0.0, `granularity` to "sequence", `targets` (the norm kinds that carry the latent, a list or, flat, a
-comma-separated string) to `btrans_verl.latent.DEFAULT_TARGETS`. The request names its whole mind, so the
-Hugging Face side replays it with `LatentConfig(sigma, mu, targets, granularity)` and seed. Unknown `btrans`
-keys are an error. A request without these keys runs
-exactly as in stock vLLM.
+`mu` to 0.0, `granularity` to "sequence", `sigma_scale` to "absolute" ("weight_rms": each norm's sigma times the
+RMS of its weight, `btrans_verl.latent.SIGMA_SCALES`), `targets` (the norm kinds that carry the latent, a list
+or, flat, a comma-separated string) to `btrans_verl.latent.DEFAULT_TARGETS`. The request names its whole mind,
+so the Hugging Face side replays it with `LatentConfig(sigma, mu, targets, granularity, sigma_scale)` and seed.
+Unknown `btrans` keys are an error. A request without these keys runs exactly as in stock vLLM.
 
 `n > 1` (several sequences from one request): every sequence is its own hypothesis. vLLM fans the request out
 into n child requests; child i runs the mind `btrans_verl.seeds.child_seed(seed, i)` (`child_extra_args`), so
@@ -32,7 +32,7 @@ from typing import Any
 from btrans_verl.latent import DEFAULT_TARGETS, NORM_KINDS, LatentConfig, _check_seed
 from btrans_verl.seeds import child_seed
 
-KEYS = ("seed", "sigma", "mu", "granularity", "targets")
+KEYS = ("seed", "sigma", "mu", "granularity", "targets", "sigma_scale")
 FLAT_PREFIX = "btrans_"
 NESTED_KEY = "btrans"
 
@@ -46,6 +46,7 @@ class LatentRequest:
     mu: float = LatentConfig.mu
     granularity: str = LatentConfig.granularity
     targets: tuple[str, ...] = DEFAULT_TARGETS  # norm kinds that carry the latent, in NORM_KINDS order
+    sigma_scale: str = LatentConfig.sigma_scale  # "absolute" | "weight_rms" (relative sigma)
 
     def __post_init__(self):
         _check_seed(self.seed)
@@ -53,7 +54,8 @@ class LatentRequest:
         if isinstance(targets, (list, tuple)):
             targets = [t.strip() if isinstance(t, str) else t for t in targets]
         # the latent's rules live in LatentConfig; a request is checked by them, with the same messages
-        mind = LatentConfig(mu=self.mu, sigma=self.sigma, targets=targets, granularity=self.granularity)
+        mind = LatentConfig(mu=self.mu, sigma=self.sigma, targets=targets, granularity=self.granularity,
+                            sigma_scale=self.sigma_scale)
         object.__setattr__(self, "targets", tuple(k for k in NORM_KINDS if k in mind.targets))  # canonical order
         object.__setattr__(self, "sigma", mind.sigma)
         object.__setattr__(self, "mu", mind.mu)
@@ -61,14 +63,15 @@ class LatentRequest:
     @property
     def cache_salt(self) -> str:
         """Prefix-cache salt: requests with the same mind may share KV blocks, different minds never do."""
-        return f"btrans:{self.seed}:{self.sigma!r}:{self.mu!r}:{self.granularity}:{','.join(self.targets)}"
+        return (f"btrans:{self.seed}:{self.sigma!r}:{self.mu!r}:{self.granularity}:{','.join(self.targets)}:"
+                f"{self.sigma_scale}")
 
 
 def latent_args(seed: int, sigma: float | None = None, mu: float | None = None,
-                granularity: str | None = None, targets=None) -> dict[str, Any]:
+                granularity: str | None = None, targets=None, sigma_scale: str | None = None) -> dict[str, Any]:
     """The `extra_args` entry that gives a request this mind."""
     args: dict[str, Any] = {"seed": int(seed)}
-    for k, v in (("sigma", sigma), ("mu", mu), ("granularity", granularity)):
+    for k, v in (("sigma", sigma), ("mu", mu), ("granularity", granularity), ("sigma_scale", sigma_scale)):
         if v is not None:
             args[k] = v
     if targets is not None:

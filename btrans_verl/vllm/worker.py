@@ -10,8 +10,9 @@ How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same st
                                     running request, max_num_seqs; one for the canary)
                           slot_idx  int64 [max_tokens]      which slot each scheduled token reads
                       and, only for engines that serve token-wise latents (granularity "token"): per-token
-                      keys int64 [max_tokens], mu / sigma float32 [kinds, max_tokens], with the contract's normal
-                      table and element salts on the device (the sequence path uses them to fill rows).
+                      keys int64 [max_tokens], mu / sigma / sigma_rel float32 [kinds, max_tokens] and the norms'
+                      relative-sigma scales float32 [norms], with the contract's normal table and element salts on
+                      the device (the sequence path uses them to fill rows).
     2. each step      after the runner's `_prepare_inputs` (which fixed this step's request order and token
                       counts), `fill()`: a request seen for the first time gets a free slot and its z for every
                       wrapped norm, computed once on the device from `btrans_verl.latent` (a kind it does not
@@ -20,6 +21,9 @@ How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same st
     3. forward        norm output [tokens, hidden] + minds[norm][slot_idx]: one gather and one add per norm,
                       the same ops for every batch, no Python branching on request content, graph-safe
                       (token-wise engines add the contract's hash latent on top: keys, mu, sigma rows).
+    relative sigma    (`sigma_scale="weight_rms"`) a norm's sigma is sigma * rms(its weight): the scales are read
+                      from the weights on the host, exactly (`btrans_verl.latent.norm_scale`), when a request first
+                      needs them, and read again after `model.load_weights` (verl's weight sync) or a wake-up.
     4. wake_up        after sleep mode wakes the weights up (level 2 leaves every tensor allocated in
                       `load_model` undefined), `restore()` rebuilds the table and salts in place, zeroes the
                       rows and forgets every slot (running minds are recomputed at their next step).
@@ -44,6 +48,7 @@ from btrans_verl.latent import (
     element_salts,
     hypothesis_key,
     latent_from_keys,
+    norm_scale,
     normal_table,
     shift,
     target_norms,
@@ -55,6 +60,7 @@ logger = logging.getLogger("btrans_verl.vllm")
 
 AOT_ENV = "VLLM_USE_AOT_COMPILE"
 _ROW_BUDGET = 1 << 22  # elements per pass when computing minds' rows (bounds the int64 temporaries)
+TOKEN_RELATIVE_SCALE = "weight_rms"  # the relative sigma the token-wise path serves (its scale row on the device)
 
 
 @dataclass
@@ -114,6 +120,7 @@ class MindGroup:
         self.norm_list = tuple(norm_indices)
         self.norm_idx = torch.tensor(norm_indices, dtype=torch.int64, device=device)  # [norms]
         self.kind_rows = np.asarray(kind_rows, dtype=np.int64)  # [norms] -> row of the request's mu / sigma
+        self.names: list[str] = []  # [norms] the wrapped modules' names (their weights set relative sigmas)
         self.minds = torch.zeros(len(norm_indices), slots, hidden, dtype=dtype, device=device)  # [norms, slots, h]
         self.scratch: torch.Tensor | None = None  # eager forwards: [max_tokens, hidden], the gathered rows
 
@@ -145,10 +152,17 @@ class LatentState:
                 self.place[name] = (len(self.groups), j)
             self.groups.append(MindGroup(h, members[0][4], [n[1] for n in members],
                                          [self.kinds.index(n[2]) for n in members], slots, device))
+            self.groups[-1].names = [n[0] for n in members]
+        self.position = {name: p for p, (name, _, _, _, _) in enumerate(norms)}  # wrapped name -> row of scale_t
+        self.modules: dict[str, torch.nn.Module] = {}  # wrapped name -> module (set by `install`)
+        self._scales: dict[str, list[np.ndarray]] = {}  # sigma_scale -> per group float32 [norms]
         if self.token_latents:
             self.keys = torch.zeros(max_tokens, dtype=torch.int64, device=device)  # [max_tokens]
             self.mu = torch.zeros(len(self.kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, T]
             self.sigma = torch.zeros(len(self.kinds), max_tokens, dtype=torch.float32, device=device)  # [kinds, T]
+            # relative sigma: a token's std at norm p is sigma + sigma_rel * scale_t[p] (one of the two is 0)
+            self.sigma_rel = torch.zeros(len(self.kinds), max_tokens, dtype=torch.float32, device=device)
+            self.scale_t = torch.zeros(len(norms), dtype=torch.float32, device=device)  # [norms]
         self.requests: dict[str, LatentRequest | None] = {}
         self.slot_of: dict[str, int] = {}  # request id -> its slot
         self.free = list(range(max_minds, 0, -1))  # free request slots (pop() gives the lowest)
@@ -175,10 +189,29 @@ class LatentState:
             g.norm_idx.copy_(torch.tensor(g.norm_list, dtype=torch.int64))
         self.slot_idx.zero_()
         if self.token_latents:
-            self.keys.zero_(), self.mu.zero_(), self.sigma.zero_()
+            self.keys.zero_(), self.mu.zero_(), self.sigma.zero_(), self.sigma_rel.zero_(), self.scale_t.zero_()
+        self.weights_changed()
         self.free = list(range(self.canary_slot - 1, 0, -1))
         self.slot_of.clear()
         self._filled = 0
+
+    # ------------------------------------------------------------------------------------------ relative sigma
+    def weights_changed(self) -> None:
+        """Forget the relative-sigma scales: they are read again from the weights when next needed."""
+        self._scales.clear()
+
+    def scales(self, rule: str) -> list[np.ndarray]:
+        """Per group, the float32 [norms] scales of `rule` (`btrans_verl.latent.SIGMA_SCALES`) read from the
+        wrapped norms' current weights (one host copy of the norms' weights per weight update)."""
+        if rule not in self._scales:
+            self._scales[rule] = [np.array([norm_scale(rule, self.modules[name].weight) for name in g.names],
+                                           dtype=np.float32) for g in self.groups]
+            if self.token_latents and rule == TOKEN_RELATIVE_SCALE:
+                flat = np.zeros(len(self.position), dtype=np.float32)
+                for g, values in zip(self.groups, self._scales[rule]):
+                    flat[[self.position[name] for name in g.names]] = values
+                self.scale_t.copy_(torch.from_numpy(flat))
+        return self._scales[rule]
 
     # ------------------------------------------------------------------------------------------ minds
     def write_minds(self, slots: list[int], lats: list[LatentRequest]) -> None:
@@ -193,9 +226,15 @@ class LatentState:
                 if kind in lat.targets:
                     mu[r, k], sigma[r, k] = lat.mu, lat.sigma
         slot_t = torch.tensor(slots, dtype=torch.int64, device=self.device)  # [R]
-        for g in self.groups:
+        relative = {lat.sigma_scale for lat in lats} - {"absolute"}
+        scales = {rule: self.scales(rule) for rule in relative}
+        for gi, g in enumerate(self.groups):
             g_mu = torch.from_numpy(mu[:, g.kind_rows]).to(self.device)  # [R, norms]
-            g_sigma = torch.from_numpy(sigma[:, g.kind_rows]).to(self.device)  # [R, norms]
+            sig = sigma[:, g.kind_rows]  # [R, norms] float32
+            for rule in relative:  # norm j's std: f32(sigma) * f32(scale_j), as latent.norm_sigma
+                rows = [r for r, lat in enumerate(lats) if lat.sigma_scale == rule]
+                sig[rows] = sig[rows] * scales[rule][gi][None, :]
+            g_sigma = torch.from_numpy(sig).to(self.device)  # [R, norms]
             step = max(1, _ROW_BUDGET // (len(g.kind_rows) * g.hidden))
             for a in range(0, len(lats), step):
                 z = latent_from_keys(keys[a:a + step, None], g.norm_idx, g.hidden, g_mu[a:a + step],
@@ -230,6 +269,8 @@ class LatentState:
         missing = [t for t in lat.targets if t not in self.kinds]
         if lat.granularity == "token" and not self.token_latents:
             missing.append("granularity 'token'")
+        if lat.granularity == "token" and lat.sigma_scale not in ("absolute", TOKEN_RELATIVE_SCALE):
+            missing.append(f"sigma_scale {lat.sigma_scale!r} with granularity 'token'")
         return missing
 
     def forget(self, req_ids) -> None:
@@ -251,6 +292,7 @@ class LatentState:
             self.slot_idx[: self._filled].zero_()
             if self.token_latents:
                 self.mu[:, : self._filled].zero_(), self.sigma[:, : self._filled].zero_()
+                self.sigma_rel[:, : self._filled].zero_()
                 self.keys[: self._filled].zero_()
             self._filled = 0
         active = [i for i, lat in enumerate(lats) if lat is not None]
@@ -278,18 +320,22 @@ class LatentState:
         """The ablation's rows: a key per token (its request's seed and absolute position), mu / sigma per kind."""
         seeds = np.zeros(len(lats), dtype=np.int64)
         mus = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
-        sigmas = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
+        sigmas = np.zeros((2, len(self.kinds), len(lats)), dtype=np.float32)  # [absolute | relative, kinds, reqs]
         for i in token_wise:
             seeds[i] = lats[i].seed
+            rel = int(lats[i].sigma_scale != "absolute")
+            if rel:
+                self.scales(lats[i].sigma_scale)  # scale_t holds the current weights' scales
             for k, kind in enumerate(self.kinds):
                 if kind in lats[i].targets:
-                    mus[k, i], sigmas[k, i] = lats[i].mu, lats[i].sigma
+                    mus[k, i], sigmas[rel, k, i] = lats[i].mu, lats[i].sigma
         starts = np.cumsum(num_scheduled) - num_scheduled
         positions = num_computed[req_idx] + (np.arange(total) - starts[req_idx])  # [tokens]
         keys = hypothesis_key(torch.from_numpy(seeds[req_idx]), torch.from_numpy(positions))  # [tokens]
         self.keys[:total].copy_(keys, non_blocking=True)
         self.mu[:, :total].copy_(torch.from_numpy(mus[:, req_idx]), non_blocking=True)  # [kinds, tokens]
-        self.sigma[:, :total].copy_(torch.from_numpy(sigmas[:, req_idx]), non_blocking=True)  # [kinds, tokens]
+        self.sigma[:, :total].copy_(torch.from_numpy(sigmas[0][:, req_idx]), non_blocking=True)  # [kinds, tokens]
+        self.sigma_rel[:, :total].copy_(torch.from_numpy(sigmas[1][:, req_idx]), non_blocking=True)
 
     # ------------------------------------------------------------------------------------------ canary
     def hold_canary(self, lat: LatentRequest | None) -> None:
@@ -297,7 +343,7 @@ class LatentState:
         by the same code as every request's; every other row reads the zero latent."""
         self.slot_idx.zero_()
         if self.token_latents:
-            self.keys.zero_(), self.mu.zero_(), self.sigma.zero_()
+            self.keys.zero_(), self.mu.zero_(), self.sigma.zero_(), self.sigma_rel.zero_()
         self._filled = 0
         if lat is not None:
             self.write_minds([self.canary_slot], [lat])
@@ -325,16 +371,19 @@ class LatentState:
         rows = torch.index_select(g.minds[j], 0, self.slot_idx[:n], out=g.scratch[:n])  # [tokens, hidden]
         return normed.add_(rows.unsqueeze(1) if normed.dim() == 3 else rows)
 
-    def token_latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int) -> torch.Tensor:
-        """Token-wise z of the first num_tokens rows at one norm of wrapped kind `kind`: float32 [tokens, hidden]."""
-        return latent_from_keys(self.keys[:num_tokens], norm_idx, hidden, self.mu[kind, :num_tokens],
-                                self.sigma[kind, :num_tokens], table=self.table, salts=self.salts[hidden])
+    def token_latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int, position: int) -> torch.Tensor:
+        """Token-wise z of the first num_tokens rows at one norm of wrapped kind `kind` (row `position` of the
+        scales): float32 [tokens, hidden]."""
+        sigma = self.sigma[kind, :num_tokens] + self.sigma_rel[kind, :num_tokens] * self.scale_t[position]  # [T]
+        return latent_from_keys(self.keys[:num_tokens], norm_idx, hidden, self.mu[kind, :num_tokens], sigma,
+                                table=self.table, salts=self.salts[hidden])
 
 
 def _wrap_norm(module: torch.nn.Module, state: LatentState, name: str) -> None:
     inner = module.forward
     group, j = state.place[name]
     norm_idx, kind = state.norms[name]
+    position = state.position[name]
     token_latents = state.token_latents  # fixed for the engine's lifetime: no branching on request content
 
     def forward(x, residual=None, *args, **kwargs):
@@ -350,13 +399,29 @@ def _wrap_norm(module: torch.nn.Module, state: LatentState, name: str) -> None:
         else:  # eager (vLLM runs forwards in inference mode): the norm's output is this step's; add in place
             shifted = state.add_rows_(normed, group, j)
         if token_latents:
-            zt = state.token_latent(n, norm_idx, kind, hidden)  # [tokens, hidden]
+            zt = state.token_latent(n, norm_idx, kind, hidden, position)  # [tokens, hidden]
             shifted = shift(shifted, zt.unsqueeze(1) if normed.dim() == 3 else zt)
         return (shifted, *out[1:]) if isinstance(out, tuple) else shifted
 
     forward.btrans_state = state  # what the canary checks: this module's forward is ours, fed by `state`
     module.forward = forward
     module.btrans_norm_index = norm_idx
+
+
+def _watch_weight_loads(model: torch.nn.Module, state: LatentState) -> None:
+    """After `model.load_weights` (vLLM's loader and verl's weight sync call it), relative sigmas are read from
+    the new weights."""
+    inner = getattr(model, "load_weights", None)
+    if inner is None:
+        return
+
+    def load_weights(*args, **kwargs):
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            state.weights_changed()
+
+    model.load_weights = load_weights
 
 
 def is_missing_layer(module: torch.nn.Module) -> bool:
@@ -394,8 +459,10 @@ def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: to
     state = LatentState(max_tokens, max_minds, device, found, settings)
     state.kinds = tuple(k for k in NORM_KINDS if k in targets)  # every stage: one row per engine target
     modules = dict(model.named_modules())
+    state.modules = {name: modules[name] for name, _, _, _, _ in found}
     for name, _, _, _, _ in found:
         _wrap_norm(modules[name], state, name)
+    _watch_weight_loads(model, state)
     logger.info("B-Trans: %d norms carry per-request latents (%s%s); slot table %.1f MiB for %d minds",
                 len(found), settings.describe(),
                 f"; on other pipeline stages: {sorted(elsewhere)}" if elsewhere else "",
