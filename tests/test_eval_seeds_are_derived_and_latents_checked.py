@@ -37,7 +37,10 @@ def test_each_method_carries_exactly_its_latent(tmp_path):
     mean = request_params("mean", cfg, None, None)
     assert mean.temperature == 0.0 and mean.seed is None and not mean.extra_args and mean.max_tokens == 7
     bt = request_params("btrans", cfg, 123, 45)
-    assert bt.extra_args == {"btrans": {"seed": 123, "sigma": 0.02, "granularity": "sequence"}}
+    assert bt.extra_args == {"btrans": {"seed": 123, "sigma": 0.02, "granularity": "sequence",
+                                        "sigma_scale": "absolute"}}
+    relative = EvalConfig(model="m", benchmark="b", out=tmp_path, n=2, sigma=0.02, sigma_scale="weight_rms")
+    assert request_params("btrans", relative, 123, 45).extra_args["btrans"]["sigma_scale"] == "weight_rms"
     assert (bt.temperature, bt.seed) == (0.9, 45)
     tok = request_params("token", cfg, 123, 45)
     assert tok.extra_args["btrans"]["granularity"] == "token" and tok.seed == 45
@@ -61,7 +64,7 @@ class FakeLLM:
         self.calls.append(params)
         for k, v in self.shift.items():
             self.counters[k] += v
-        out = SimpleNamespace(text="\\boxed{1}", finish_reason="stop")
+        out = SimpleNamespace(text="\\boxed{1}", finish_reason="stop", token_ids=[5, 6])
         return [SimpleNamespace(outputs=[out]) for _ in prompts]
 
 

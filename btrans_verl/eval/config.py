@@ -57,6 +57,8 @@ class EvalConfig:
         n: samples per problem for the sampled methods (the mean mind always takes one, greedy).
         ks: K values of Pass@K and maj@K; each must be <= n.
         sigma: latent standard deviation of the B-Trans methods (> 0).
+        sigma_scale: what sigma is relative to (``btrans_verl.latent.SIGMA_SCALES``): ``absolute`` (default) or
+            ``weight_rms`` (relative sigma: each norm's std is sigma times the RMS of its weight).
         temperature: sampling temperature of the sampled methods (B-Trans and plain temperature).
         seed: evaluation seed; every latent and sampling seed is derived from it (see ``engine.sample_seeds``).
         methods: which methods to run, a subset of :data:`METHODS`, in that order.
@@ -78,6 +80,7 @@ class EvalConfig:
     n: int = 16
     ks: tuple[int, ...] | None = None
     sigma: float = 0.05
+    sigma_scale: str = "absolute"
     temperature: float = 0.7
     seed: int = 0
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -102,6 +105,10 @@ class EvalConfig:
         set_("out", Path(self.out))
         _int("n", self.n, 1)
         set_("sigma", _finite("sigma", self.sigma))
+        from btrans_verl.latent import SIGMA_SCALES
+
+        if self.sigma_scale not in SIGMA_SCALES:
+            raise EvalInputError(f"sigma_scale must be one of {list(SIGMA_SCALES)}, got {self.sigma_scale!r}")
         set_("temperature", _finite("temperature", self.temperature))
         _int("seed", self.seed, 0, SEED_LIMIT)
         _int("max_tokens", self.max_tokens, 1)

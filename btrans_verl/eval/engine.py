@@ -6,6 +6,10 @@ data_sources=..., partition="val")``: sample ``j`` of the problem with dataset r
 construction), and the sampling seed ``latent_seed >> 32`` (31 bits). B-Trans (sequence- and token-wise) and the
 plain-temperature baseline share the sampling seeds of each (problem, sample): the latent is the only difference.
 
+Every sample is then scored by the mean mind (``score_under_mean_mind``: the same engine, no latent, the sample's
+tokens as the prompt): its log-probability per token under the base model, a measure of how far a sampled mind
+strayed from what the model finds plausible.
+
 Every method's requests are checked against the plugin's counters (``llm.collective_rpc("btrans_counters")``):
 a latent method must shift tokens in exactly as many requests as it sent, a method without latents must shift
 none. Anything else raises :class:`LatentNotAppliedError`.
@@ -24,8 +28,9 @@ from btrans_verl.eval.config import EvalConfig, EvalInputError
 from btrans_verl.seeds import step_seeds
 from btrans_verl.vllm.counters import LatentNotAppliedError, counter_delta, sum_worker_counters
 
-__all__ = ["METHOD_LABELS", "LatentNotAppliedError", "MethodSamples", "resolve_model", "sample_seeds",
-           "request_params", "start_engine", "stop_engine", "engine_counters", "generate_method"]
+__all__ = ["METHOD_LABELS", "LatentNotAppliedError", "MethodSamples", "Generated", "resolve_model", "sample_seeds",
+           "request_params", "start_engine", "stop_engine", "engine_counters", "generate_requests",
+           "generate_method", "score_under_mean_mind"]
 
 #: Display names (the "method" of every figure).
 METHOD_LABELS = {
@@ -51,6 +56,19 @@ class MethodSamples:
     finish_reasons: list[list[str | None]]
     counters: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    token_ids: list[list[list[int]]] = field(default_factory=list, repr=False)  # [problem][sample] response ids
+    mean_mind_logprobs: list[list[float]] | None = None  # [problem][sample] per token, `score_under_mean_mind`
+
+
+@dataclass
+class Generated:
+    """``[problem][sample]`` outputs of one batch of requests, with the plugin's counter deltas."""
+
+    texts: list[list[str]]
+    token_ids: list[list[list[int]]]
+    finish_reasons: list[list[str | None]]
+    counters: dict[str, int]
+    seconds: float
 
 
 def resolve_model(spec: str) -> Path:
@@ -95,13 +113,15 @@ def request_params(method: str, cfg: EvalConfig, latent_seed: int | None, sampli
         return SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
     extra = None
     if method in ("btrans", "token"):
-        extra = latent_args(latent_seed, cfg.sigma, granularity="token" if method == "token" else "sequence")
+        extra = latent_args(latent_seed, cfg.sigma, granularity="token" if method == "token" else "sequence",
+                            sigma_scale=cfg.sigma_scale)
     return SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=sampling_seed,
                           extra_args=extra)
 
 
-def start_engine(model: Path, cfg: EvalConfig) -> Any:
-    """A vLLM engine for ``model`` (our plugin is loaded by vLLM itself, through its entry point)."""
+def start_engine(model: Path, cfg: EvalConfig, token_latents: bool | None = None) -> Any:
+    """A vLLM engine for ``model`` (our plugin is loaded by vLLM itself, through its entry point), opted in for
+    B-Trans; it also serves token-wise latents when ``token_latents`` (default: when the "token" method runs)."""
     import torch
     from vllm import LLM
 
@@ -110,7 +130,8 @@ def start_engine(model: Path, cfg: EvalConfig) -> Any:
     # prefilled in chunks; on CPU, prompts are therefore prefilled whole (each step's budget fits any prompt).
     chunking = {} if gpu else {"enable_chunked_prefill": False, "max_num_batched_tokens": cfg.max_model_len}
     # opted in for B-Trans (btrans_verl.vllm.settings); token-wise latents only when the "token" method runs
-    btrans = {"granularity": "token" if "token" in cfg.methods else "sequence"}
+    token = "token" in cfg.methods if token_latents is None else token_latents
+    btrans = {"granularity": "token" if token else "sequence"}
     return LLM(model=str(model), dtype=cfg.dtype or ("auto" if gpu else "float32"), enforce_eager=cfg.enforce_eager,
                max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, seed=cfg.seed % (1 << 31),
                additional_config={"btrans": btrans}, **chunking)
@@ -147,36 +168,74 @@ def _check_counters(method: str, delta: dict[str, int], latent_requests: int) ->
                                     f"requests with a latent and {shifted} shifted tokens")
 
 
-def generate_method(llm: Any, method: str, prompts: Sequence[Sequence[int]], cfg: EvalConfig,
-                    latent_seeds: Sequence[Sequence[int]], sampling_seeds: Sequence[Sequence[int]]) -> MethodSamples:
-    """Generate every sample of ``method`` (one request per sample, so every mind is its own request) and check
-    the plugin's counters for it."""
+def generate_requests(llm: Any, what: str, prompts: Sequence[Sequence[int]],
+                      params: Sequence[Sequence[Any]], latent_requests: int, progress: bool = True) -> Generated:
+    """Generate ``params[problem][sample]`` (one request per sample, so every mind is its own request) and check
+    the plugin's counters: exactly ``latent_requests`` of them carried a latent (0: none did)."""
     from vllm.inputs import TokensPrompt
 
-    n = 1 if method == "mean" else cfg.n
-    uses_latent = method in ("btrans", "token")
-    reqs, params, lat, smp = [], [], [], []
-    for i, ids in enumerate(prompts):
-        lat.append([latent_seeds[i][j] if uses_latent else None for j in range(n)])
-        smp.append([None if method == "mean" else sampling_seeds[i][j] for j in range(n)])
-        for j in range(n):
+    reqs, flat = [], []
+    for ids, row in zip(prompts, params, strict=True):
+        for sp in row:
             reqs.append(TokensPrompt(prompt_token_ids=list(ids)))
-            params.append(request_params(method, cfg, lat[i][j], smp[i][j]))
+            flat.append(sp)
     before = engine_counters(llm)
-    if before is None and uses_latent:
-        raise LatentNotAppliedError(f"method {method!r} needs latents, but the B-Trans vLLM plugin is not loaded in "
-                                    "this engine (entry point 'btrans' of vllm.general_plugins missing or "
-                                    "BTRANS_VLLM_DISABLE=1)")
+    if before is None and latent_requests:
+        raise LatentNotAppliedError(f"{what} needs latents, but the B-Trans vLLM plugin is not loaded in this engine "
+                                    "(entry point 'btrans' of vllm.general_plugins missing or BTRANS_VLLM_DISABLE=1)")
     t0 = time.perf_counter()
-    outs = llm.generate(reqs, params, use_tqdm=cfg.progress)
+    outs = iter(llm.generate(reqs, flat, use_tqdm=progress))
     seconds = time.perf_counter() - t0
     delta: dict[str, int] = {}
     if before is not None:  # without the plugin no request can carry a latent: nothing to check
-        after = engine_counters(llm) or {}
-        delta = counter_delta(after, before)
-        _check_counters(method, delta, len(reqs) if uses_latent else 0)
-    texts = [[outs[i * n + j].outputs[0].text for j in range(n)] for i in range(len(prompts))]
-    finish = [[outs[i * n + j].outputs[0].finish_reason for j in range(n)] for i in range(len(prompts))]
+        delta = counter_delta(engine_counters(llm) or {}, before)
+        _check_counters(what, delta, latent_requests)
+    rows = [[next(outs).outputs[0] for _ in row] for row in params]
+    return Generated([[o.text for o in r] for r in rows], [[list(o.token_ids) for o in r] for r in rows],
+                     [[o.finish_reason for o in r] for r in rows], delta, seconds)
+
+
+def generate_method(llm: Any, method: str, prompts: Sequence[Sequence[int]], cfg: EvalConfig,
+                    latent_seeds: Sequence[Sequence[int]], sampling_seeds: Sequence[Sequence[int]]) -> MethodSamples:
+    """Generate every sample of ``method`` and check the plugin's counters for it."""
+    n = 1 if method == "mean" else cfg.n
+    uses_latent = method in ("btrans", "token")
+    lat = [[latent_seeds[i][j] if uses_latent else None for j in range(n)] for i in range(len(prompts))]
+    smp = [[None if method == "mean" else sampling_seeds[i][j] for j in range(n)] for i in range(len(prompts))]
+    params = [[request_params(method, cfg, lat[i][j], smp[i][j]) for j in range(n)] for i in range(len(prompts))]
+    out = generate_requests(llm, f"method {method!r}", prompts, params,
+                            len(prompts) * n if uses_latent else 0, cfg.progress)
     sigma = cfg.sigma if uses_latent else 0.0
     temperature = 0.0 if method == "mean" else cfg.temperature
-    return MethodSamples(method, n, sigma, temperature, texts, lat, smp, finish, delta, seconds)
+    return MethodSamples(method, n, sigma, temperature, out.texts, lat, smp, out.finish_reasons, out.counters,
+                         out.seconds, out.token_ids)
+
+
+def score_under_mean_mind(llm: Any, prompts: Sequence[Sequence[int]], token_ids: Sequence[Sequence[Sequence[int]]],
+                          progress: bool = True) -> list[list[float]]:
+    """Each sample's log-probability per token under the mean mind (no latent): one request per sample whose
+    prompt is the problem's prompt followed by the sample's response tokens, asking for its prompt log-probs.
+    ``[problem][sample]`` floats (a response of no token scores 0.0). The counters must show no latent."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    reqs, spans = [], []
+    for ids, row in zip(prompts, token_ids, strict=True):
+        for resp in row:
+            reqs.append(TokensPrompt(prompt_token_ids=list(ids) + list(resp)))
+            spans.append((len(ids), len(resp)))
+    before = engine_counters(llm)
+    outs = llm.generate(reqs, SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False),
+                        use_tqdm=progress)
+    if before is not None:
+        _check_counters("the mean mind's scoring", counter_delta(engine_counters(llm) or {}, before), 0)
+    scores, it = [], iter(zip(outs, spans))
+    for row in token_ids:
+        out_row = []
+        for _ in row:
+            out, (start, length) = next(it)
+            ids = out.prompt_token_ids
+            lps = [out.prompt_logprobs[p][ids[p]].logprob for p in range(start, start + length)]
+            out_row.append(float(sum(lps) / length) if length else 0.0)
+        scores.append(out_row)
+    return scores

@@ -94,6 +94,7 @@ class SamplingSettings:
         sigma: B-Trans latent standard deviation (``0.0`` for the plain-temperature baseline).
         temperature: sampling temperature (``0.0`` = greedy).
         seed: base random seed of the run.
+        sigma_scale: what sigma is relative to (``absolute``, or ``weight_rms``: relative sigma).
     """
 
     method: str
@@ -101,6 +102,7 @@ class SamplingSettings:
     sigma: float
     temperature: float
     seed: int
+    sigma_scale: str = "absolute"
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -112,8 +114,8 @@ class SamplingSettings:
 
     def label(self) -> str:
         """Legend label stating every setting, e.g. ``B-Trans minds (n=16, σ=0.3, T=0, seed=0)``."""
-        return (f"{self.method} (n={self.n}, σ={self.sigma:g}, T={self.temperature:g}, "
-                f"seed={self.seed})")
+        sigma = f"{self.sigma:g}" + ("" if self.sigma_scale == "absolute" else f"·{self.sigma_scale}")
+        return f"{self.method} (n={self.n}, σ={sigma}, T={self.temperature:g}, seed={self.seed})"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -215,6 +217,24 @@ def informative_groups_per_problem(correct_per_problem: Sequence[Sequence[bool]]
 def informative_group_rate(correct_per_problem: Sequence[Sequence[bool]]) -> float:
     """Fraction of problems whose group gives GRPO a non-zero advantage (:func:`informative_groups_per_problem`)."""
     return float(np.mean(informative_groups_per_problem(correct_per_problem)))
+
+
+def distinct_answers_per_problem(answers_per_problem: Sequence[Sequence[Answer]]) -> list[float]:
+    """How many different final answers each problem's samples gave (their normal forms; a response without an
+    answer gives none): 1 when every sample agrees, n when all differ, 0 when none answered. The diversity that
+    GRPO and majority votes see."""
+    return [float(len({a for a in row if a is not None})) for row in answers_per_problem]
+
+
+def mean_logprob_per_problem(logprobs_per_sample: Sequence[Sequence[float]]) -> list[float]:
+    """Per problem, the mean over its samples of a per-sample value (here: the mean mind's log-probability per
+    token of the sample, :func:`btrans_verl.eval.engine.score_under_mean_mind`)."""
+    out = []
+    for i, row in enumerate(logprobs_per_sample):
+        if not row or not all(math.isfinite(v) for v in row):
+            raise ValueError(f"problem {i}: need finite per-sample log-probabilities, got {list(row)[:4]}")
+        out.append(float(np.mean(row)))
+    return out
 
 
 REPEAT_NGRAM = 4  # word n-gram length of the repetition test

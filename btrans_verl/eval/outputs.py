@@ -55,7 +55,8 @@ def run_summary(prep: PreparedRun, samples: Mapping[str, MethodSamples],
         "benchmark": cfg.benchmark,
         "benchmark_source": prep.source,
         "num_problems": len(prep.problems),
-        "settings": {"n": cfg.n, "ks": list(cfg.ks), "sigma": cfg.sigma, "temperature": cfg.temperature,
+        "settings": {"n": cfg.n, "ks": list(cfg.ks), "sigma": cfg.sigma, "sigma_scale": cfg.sigma_scale,
+                     "temperature": cfg.temperature,
                      "seed": cfg.seed, "methods": list(cfg.methods), "max_tokens": cfg.max_tokens,
                      "limit": cfg.limit, "split": cfg.split, "chat_template": cfg.chat_template,
                      "max_model_len": cfg.max_model_len, "dtype": cfg.dtype, "enforce_eager": cfg.enforce_eager},
@@ -105,5 +106,7 @@ def write_samples(path: Path, prep: PreparedRun, samples: Mapping[str, MethodSam
                         "sample": j, "latent_seed": s.latent_seeds[i][j], "sampling_seed": s.sampling_seeds[i][j],
                         "sigma": s.sigma, "temperature": s.temperature, "seed": prep.cfg.seed,
                         "reference": p.reference, "answer": g.answers[i][j], "correct": g.correct[i][j],
-                        "finish_reason": s.finish_reasons[i][j], "text": s.texts[i][j]}, ensure_ascii=False) + "\n")
+                        "finish_reason": s.finish_reasons[i][j],
+                        "mean_mind_logprob": None if s.mean_mind_logprobs is None else s.mean_mind_logprobs[i][j],
+                        "text": s.texts[i][j]}, ensure_ascii=False) + "\n")
     return path

@@ -3,8 +3,9 @@
 * :func:`prepare_run`: every input check and everything that needs no engine: the model folder, the benchmark's
   problems, the prompts' token ids (with the model's own tokenizer), the per-sample seeds, the output folder.
   Bad input raises :class:`~btrans_verl.eval.config.EvalInputError` here, before vLLM is imported.
-* :func:`evaluate_run`: one vLLM engine generates every method's samples (counters checked per method), the
-  responses are graded, and the metrics are computed and written (:func:`btrans_verl.eval.report.write_report`).
+* :func:`evaluate_run`: one vLLM engine generates every method's samples (counters checked per method) and
+  scores each sample under the mean mind (its log-prob per token), the responses are graded, and the metrics are
+  computed and written (:func:`btrans_verl.eval.report.write_report`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from btrans_verl.eval.engine import (
     generate_method,
     resolve_model,
     sample_seeds,
+    score_under_mean_mind,
     start_engine,
     stop_engine,
 )
@@ -73,7 +75,8 @@ def prepare_run(cfg: EvalConfig) -> PreparedRun:
 
 
 def _settings(s: MethodSamples, cfg: EvalConfig) -> SamplingSettings:
-    return SamplingSettings(METHOD_LABELS[s.method], n=s.n, sigma=s.sigma, temperature=s.temperature, seed=cfg.seed)
+    return SamplingSettings(METHOD_LABELS[s.method], n=s.n, sigma=s.sigma, temperature=s.temperature, seed=cfg.seed,
+                            sigma_scale=cfg.sigma_scale if s.sigma else "absolute")
 
 
 def evaluate_run(prep: PreparedRun) -> ReportFiles:
@@ -92,11 +95,14 @@ def evaluate_run(prep: PreparedRun) -> ReportFiles:
             print(f"[btrans eval] {METHOD_LABELS[method]}: {len(prep.problems)} problems x "
                   f"{1 if method == 'mean' else cfg.n} samples", flush=True)
             samples[method] = generate_method(llm, method, prep.prompts, cfg, prep.latent_seeds, prep.sampling_seeds)
+            samples[method].mean_mind_logprobs = score_under_mean_mind(llm, prep.prompts, samples[method].token_ids,
+                                                                       cfg.progress)
     finally:
         stop_engine(llm)
 
     refs = [p.reference for p in prep.problems]
-    graded: dict[str, Graded] = {m: grade_responses(s.texts, refs, desc=f"grading {m}", progress=cfg.progress)
+    graded: dict[str, Graded] = {m: grade_responses(s.texts, refs, desc=f"grading {m}", progress=cfg.progress,
+                                                    answer_formats=[p.answer_format for p in prep.problems])
                                  for m, s in samples.items()}
     from btrans_verl.eval.embeddings import make_encoder
 
@@ -106,7 +112,8 @@ def evaluate_run(prep: PreparedRun) -> ReportFiles:
         s, g = samples[m], graded[m]
         evaluations.append(evaluate_method(
             _settings(s, cfg), g.correct, answers_per_problem=g.vote_keys, responses_per_problem=s.texts,
-            encode=encode, finish_reasons_per_problem=s.finish_reasons, ks=cfg.ks,
+            encode=encode, finish_reasons_per_problem=s.finish_reasons,
+            mean_mind_logprobs_per_problem=s.mean_mind_logprobs, ks=cfg.ks,
             maj_ks=[k for k in cfg.ks if k <= s.n]))
     extra = run_summary(prep, samples, evaluations, engine_seconds, norms_patched)
     bench = Path(cfg.benchmark)

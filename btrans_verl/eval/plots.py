@@ -17,7 +17,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from .metrics import SamplingSettings
 
-__all__ = ["pca_2d", "plot_pass_at_k", "plot_embedding_map", "settings_summary"]
+__all__ = ["pca_2d", "plot_pass_at_k", "plot_embedding_map", "plot_frontier", "settings_summary"]
 
 _DPI = 120
 
@@ -147,4 +147,46 @@ def plot_embedding_map(embeddings: Mapping[SamplingSettings, np.ndarray], path: 
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"{title}: {settings_summary([s for s, _ in items])}, {stacked.shape[0]} responses",
                  fontsize=10)
+    return _save(fig, path)
+
+
+def plot_frontier(points: Sequence, evaluations: Sequence, n: int, path: str | Path, *, title: str = "") -> Path:
+    """The sweep's diversity-vs-quality frontier (`btrans_verl.eval.sweep`): accuracy, pass@n and the mean mind's
+    log-prob per token against distinct answers per problem, one line per curve, each point with its 95%
+    interval. A latent curve starts from the no-latent point at its temperature (its sigma = 0)."""
+    panels = (("accuracy", "accuracy (pass@1)"), (f"pass@{n}", f"pass@{n}"),
+              ("mean_mind_logprob", "mean-mind log-prob / token"))
+    fig = Figure(figsize=(5.2 * len(panels), 4.6))
+    axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
+    curves: dict[str, list[int]] = {}
+    for i, p in enumerate(points):
+        curves.setdefault(p.curve, []).append(i)
+    origin = {p.temperature: i for i, p in enumerate(points) if not p.latent}
+    for curve, members in curves.items():
+        first = points[members[0]]
+        if first.latent and first.temperature in origin:
+            members = [origin[first.temperature], *members]
+        for ax, (metric, _) in zip(axes, panels):
+            xs, ys, lo, hi = [], [], [], []
+            for i in members:
+                ev = evaluations[i]
+                if metric not in ev.per_problem:
+                    continue
+                xs.append(float(np.mean(ev.per_problem["distinct_answers"])))
+                ys.append(float(np.mean(ev.per_problem[metric])))
+                a, b = ev.intervals[metric]
+                lo.append(ys[-1] - a)
+                hi.append(b - ys[-1])
+            style = "--" if first.granularity == "token" else "-"
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, capsize=2, ms=4, lw=1.4, label=curve)
+            for i, x, y in zip(members, xs, ys):
+                p = points[i]
+                tag = f"T={p.temperature:g}" if not p.latent else f"σ={p.sigma:g}"
+                ax.annotate(tag, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, alpha=0.7)
+    for ax, (_, label) in zip(axes, panels):
+        ax.set_xlabel(f"distinct answers per problem (of n={n})")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "diversity vs quality", fontsize=10)
     return _save(fig, path)

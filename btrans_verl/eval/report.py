@@ -32,8 +32,10 @@ from .metrics import (
     SamplingSettings,
     StepConsistency,
     degenerate_rate,
+    distinct_answers_per_problem,
     informative_groups_per_problem,
     maj_at_k_per_problem,
+    mean_logprob_per_problem,
     pass_at_k_per_problem,
     semantic_diversity,
     step_consistency,
@@ -54,7 +56,7 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_SCHEMA = "btrans_verl.eval.report/2"
+REPORT_SCHEMA = "btrans_verl.eval.report/3"
 BASELINE_METHOD = "temperature (no latent)"  # what paired differences are taken against (engine.METHOD_LABELS)
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8, 16)
 
@@ -72,6 +74,11 @@ DEFINITIONS: dict[str, str] = {
                          "counted); K=1"),
     "informative_groups": ("fraction of problems whose n samples are neither all correct nor all wrong: the "
                            "groups in which GRPO's advantage is non-zero; K=n"),
+    "distinct_answers": ("number of different final answers (normal forms) among a problem's n samples, averaged "
+                         "over problems: 1 = every sample agrees; the diversity GRPO and majority votes see; K=n"),
+    "mean_mind_logprob": ("the mean mind's (no latent) log-probability per token of each sample's response, "
+                          "averaged over samples and problems: how plausible the base model finds what was "
+                          "sampled (0 is certain; lower is further from it); K=1"),
     "degenerate": ("fraction of responses that loop (half of their word 4-grams repeat an earlier one) or were "
                    "truncated by the token budget; K=1"),
     "interval": ("[low, high]: 95% percentile bootstrap interval of the mean over problems (2,000 resamples of "
@@ -97,6 +104,8 @@ class MethodEvaluation:
     step_consistency: StepConsistency | None = None
     informative_groups: float | None = None
     degenerate: float | None = None
+    distinct_answers: float | None = None
+    mean_mind_logprob: float | None = None
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric name -> (low, high)
     per_problem: dict[str, list[float]] = field(default_factory=dict, repr=False, compare=False)
     embeddings: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -117,6 +126,7 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
                     responses_per_problem: Sequence[Sequence[str]] | None = None,
                     encode: Encoder | None = None,
                     finish_reasons_per_problem: Sequence[Sequence[str | None]] | None = None,
+                    mean_mind_logprobs_per_problem: Sequence[Sequence[float]] | None = None,
                     ks: Sequence[int] = DEFAULT_KS, maj_ks: Sequence[int] | None = None,
                     maj_method: MajMethod = "exact") -> MethodEvaluation:
     """Compute every metric of one method from its samples.
@@ -131,6 +141,8 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         encode: ``list[str] -> (m, d)`` embedder; default all-MiniLM-L6-v2
             (:func:`.embeddings.make_encoder`), loaded only when texts are given.
         finish_reasons_per_problem: vLLM's finish reasons; a "length" counts as degenerate (truncated).
+        mean_mind_logprobs_per_problem: each sample's mean-mind log-probability per token; enables
+            ``mean_mind_logprob``.
         ks: the K of pass@K (those above ``n`` are left out).
         maj_ks: the K of maj@K; default the largest K in ``ks`` that is ``<= n``.
         maj_method: estimator of :func:`.metrics.maj_at_k` (default exact).
@@ -140,7 +152,8 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         raise ValueError("need at least one problem")
     for name, rows in (("correct_per_problem", correct_per_problem), ("answers_per_problem", answers_per_problem),
                        ("responses_per_problem", responses_per_problem),
-                       ("finish_reasons_per_problem", finish_reasons_per_problem)):
+                       ("finish_reasons_per_problem", finish_reasons_per_problem),
+                       ("mean_mind_logprobs_per_problem", mean_mind_logprobs_per_problem)):
         if rows is None:
             continue
         if len(rows) != P:
@@ -175,6 +188,11 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
                 method=maj_method, seed=settings.seed)
             result.maj_at_k[int(k)] = float(np.mean(per_problem[f"maj@{k}"]))
         result.maj_estimator = maj_method
+        per_problem["distinct_answers"] = distinct_answers_per_problem(answers_per_problem)
+        result.distinct_answers = float(np.mean(per_problem["distinct_answers"]))
+    if mean_mind_logprobs_per_problem is not None:
+        per_problem["mean_mind_logprob"] = mean_logprob_per_problem(mean_mind_logprobs_per_problem)
+        result.mean_mind_logprob = float(np.mean(per_problem["mean_mind_logprob"]))
     result.intervals = {m: bootstrap_interval(v, seed=settings.seed) for m, v in per_problem.items()}
 
     if responses_per_problem is not None:
@@ -220,8 +238,8 @@ def figure_records(ev: MethodEvaluation) -> list[dict[str, Any]]:
     """Every number of one method as flat records, each stating method, metric, K, n, sigma, temperature,
     seed and num_problems."""
     s = ev.settings
-    base = {"method": s.method, "n": s.n, "sigma": s.sigma, "temperature": s.temperature, "seed": s.seed,
-            "num_problems": ev.num_problems}
+    base = {"method": s.method, "n": s.n, "sigma": s.sigma, "sigma_scale": s.sigma_scale,
+            "temperature": s.temperature, "seed": s.seed, "num_problems": ev.num_problems}
     def ci(name: str) -> dict[str, float]:
         lo, hi = ev.intervals.get(name, (None, None))
         return {} if lo is None else {"low": _clean(lo), "high": _clean(hi)}
@@ -235,6 +253,12 @@ def figure_records(ev: MethodEvaluation) -> list[dict[str, Any]]:
     if ev.informative_groups is not None:
         recs.append({**base, "metric": "informative_groups", "K": s.n, "value": _clean(ev.informative_groups),
                      **ci("informative_groups")})
+    if ev.distinct_answers is not None:
+        recs.append({**base, "metric": "distinct_answers", "K": s.n, "value": _clean(ev.distinct_answers),
+                     **ci("distinct_answers")})
+    if ev.mean_mind_logprob is not None:
+        recs.append({**base, "metric": "mean_mind_logprob", "K": 1, "value": _clean(ev.mean_mind_logprob),
+                     **ci("mean_mind_logprob")})
     if ev.degenerate is not None:
         recs.append({**base, "metric": "degenerate", "K": 1, "value": _clean(ev.degenerate)})
     if ev.diversity is not None:
@@ -263,6 +287,8 @@ def report_dict(evaluations: Sequence[MethodEvaluation], *, title: str = "B-Tran
             "step_consistency": None if ev.step_consistency is None else ev.step_consistency.to_dict(),
             "informative_groups": _clean(ev.informative_groups),
             "degenerate": _clean(ev.degenerate),
+            "distinct_answers": _clean(ev.distinct_answers),
+            "mean_mind_logprob": _clean(ev.mean_mind_logprob),
             "intervals": {m: [_clean(lo), _clean(hi)] for m, (lo, hi) in ev.intervals.items()},
         })
     return {
@@ -299,18 +325,21 @@ def markdown_report(evaluations: Sequence[MethodEvaluation], *, title: str = "B-
     pass_ks = sorted({k for ev in evaluations for k in ev.pass_at_k})
     maj_ks = sorted({k for ev in evaluations for k in ev.maj_at_k})
     head = (["Method", "n", "σ", "T", "seed", "problems", "accuracy"] + [f"pass@{k}" for k in pass_ks]
-            + [f"maj@{k}" for k in maj_ks] + ["informative groups", "diversity", "step consistency (scored/excluded)",
-                                              "degenerate"])
+            + [f"maj@{k}" for k in maj_ks] + ["informative groups", "distinct answers", "mean-mind log-prob",
+                                              "diversity", "step consistency (scored/excluded)", "degenerate"])
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ev in evaluations:
         s = ev.settings
         sc = ev.step_consistency
         sc_cell = "—" if sc is None else f"{_fmt(sc.score)} ({sc.num_scored}/{sc.num_excluded})"
-        row = ([s.method, str(s.n), f"{s.sigma:g}", f"{s.temperature:g}", str(s.seed), str(ev.num_problems),
+        sigma = f"{s.sigma:g}" + ("" if s.sigma_scale == "absolute" else f" ({s.sigma_scale})")
+        row = ([s.method, str(s.n), sigma, f"{s.temperature:g}", str(s.seed), str(ev.num_problems),
                 _with_ci(ev, "accuracy", ev.accuracy)]
                + [_with_ci(ev, f"pass@{k}", ev.pass_at_k.get(k)) for k in pass_ks]
                + [_with_ci(ev, f"maj@{k}", ev.maj_at_k.get(k)) for k in maj_ks]
-               + [_with_ci(ev, "informative_groups", ev.informative_groups), _fmt(ev.diversity), sc_cell,
+               + [_with_ci(ev, "informative_groups", ev.informative_groups),
+                  _with_ci(ev, "distinct_answers", ev.distinct_answers),
+                  _with_ci(ev, "mean_mind_logprob", ev.mean_mind_logprob), _fmt(ev.diversity), sc_cell,
                   _fmt(ev.degenerate)])
         lines.append("| " + " | ".join(row) + " |")
     paired = paired_differences(evaluations)

@@ -45,12 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model folder (or merged verl checkpoint), 'smollm2' or 'tiny'")
     p.add_argument("--benchmark", required=True,
-                   help="verl .parquet, folder with <split>.parquet, or a data_prep name (gsm8k, math500, minerva, "
+                   help="verl .parquet, folder with <split>.parquet, a generated benchmark (arithmetic) or a data_prep "
+                        "name (gsm8k, math500, minerva, "
                         "aime24, mmlu_pro, ...)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--n", type=int, default=16, help="samples per problem of each sampled method (default 16)")
     p.add_argument("--ks", type=_int_list, help="K of Pass@K / maj@K, e.g. 1,2,4 (default: 1,2,4,8,16 up to n)")
     p.add_argument("--sigma", type=float, default=0.05, help="latent std of the B-Trans methods (default 0.05)")
+    p.add_argument("--sigma-scale", default="absolute",
+                   help="what sigma is relative to: absolute (default) or weight_rms (each norm's sigma times the "
+                        "RMS of its weight: relative sigma)")
     p.add_argument("--temperature", type=float, default=0.7, help="temperature of the sampled methods (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed; all sample seeds derive from it (default 0)")
     p.add_argument("--methods", type=_name_list, default=DEFAULT_METHODS,
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> EvalConfig:
     return EvalConfig(
         model=args.model, benchmark=args.benchmark, out=Path(args.out), n=args.n, ks=args.ks, sigma=args.sigma,
+        sigma_scale=args.sigma_scale,
         temperature=args.temperature, seed=args.seed, methods=tuple(args.methods), max_tokens=args.max_tokens,
         limit=args.limit, data_src=args.data_src, split=args.split, template=args.template,
         chat_template=not args.no_chat_template, max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
