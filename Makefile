@@ -5,6 +5,7 @@
 #   make train        B-Trans GRPO on the demonstration task through verl's main_ppo on this CPU: RLVR, then TTRL
 #                     (TASK=rlvr, BTRANS=off for the baseline, DATA=gsm8k, MODEL=smollm2; again: resumes)
 #   make demo         SmolLM2-135M-Instruct's minds, in a minute (Hugging Face only)
+#   make population   the study of docs/population.md: do minds explore better than temperature? (about 30 min)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ BTRANS ?= on
 DATA ?= addition
 MODEL ?= tiny
 
-.PHONY: setup quickstart test test-fast train demo bench clean
+.PHONY: setup quickstart test test-fast train demo population bench clean
 
 setup: $(STAMP)
 
@@ -46,6 +47,11 @@ train: setup
 
 demo: setup
 	$(PY) -m btrans_verl.demo
+
+population: setup
+	$(PY) -m btrans_verl.eval.sweep --model smollm2 \
+		--benchmark arithmetic --grid population --n 8 --limit 72 --score-samples 2 --max-tokens 8 --seed 0 \
+		--out runs/population_smollm2 --no-progress
 
 bench: setup
 	$(PY) bench/hf_forward_overhead.py

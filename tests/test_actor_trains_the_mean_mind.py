@@ -48,3 +48,16 @@ def test_the_verl_plugin_patches_verls_fsdp_engine():
 
     assert plugin.LOADED, plugin.IMPORT_ERROR
     assert patched(transformer_impl.FSDPEngine._build_module) == "actor mean shift"
+
+
+def test_the_mean_minds_log_prob_of_the_samples_is_logged_from_verls_old_log_probs():
+    from verl.trainer.ppo.v1 import trainer_base
+
+    import btrans_verl.verl.plugin as plugin
+    from btrans_verl.verl.trainer_metrics import METRIC, mean_logprob_per_token
+
+    assert plugin.LOADED, plugin.IMPORT_ERROR
+    assert patched(trainer_base.PPOTrainer._compute_old_log_prob) == METRIC
+    log_probs = torch.tensor([[-1.0, -3.0, 0.0], [-2.0, 0.0, 0.0]])  # [trajectories, response], padded
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert mean_logprob_per_token(log_probs, mask) == -2.0  # (-2 + -2) / 2: each trajectory's own mean first

@@ -93,6 +93,7 @@ def test_baseline_run_trains_syncs_weights_and_is_scored_by_btrans(runs):
         assert m["btrans/vllm/requests_with_latent"] == 0 and m["btrans/vllm/tokens_shifted"] == 0
         assert m["btrans/scored_by_btrans"] == 1.0  # the btrans reward manager scored every trajectory
         assert 0.0 <= m["btrans/informative_groups"] <= 1.0  # GRPO's exploration signal is logged
+        assert -30.0 < m["btrans/mean_mind_logprob"] < 0.0  # the actor's (mean mind's) view of the samples
         assert m["btrans/trajectories"] == BATCH * N_VOTES and "critic/score/mean" in m
     assert (root / "checkpoints" / "global_step_2").is_dir()
 
@@ -108,6 +109,7 @@ def test_btrans_run_resumes_gives_each_trajectory_its_mind_and_the_latent_reache
         assert m["btrans/trajectories"] == m["btrans/trajectories_with_latent"] == BATCH * N_SAMPLES
         assert m["btrans/distinct_latents_per_group"] == N_SAMPLES
         assert 0.0 <= m["btrans/informative_groups"] <= 1.0
+        assert -30.0 < m["btrans/mean_mind_logprob"] < 0.0
         assert m["btrans/distinct_latents"] == BATCH * N_SAMPLES  # no mind twice in a step
         # vLLM's workers applied latents to every request, voters included
         assert m["btrans/vllm/requests_with_latent"] >= BATCH * N_VOTES and m["btrans/vllm/tokens_shifted"] > 0

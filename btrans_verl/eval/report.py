@@ -141,8 +141,9 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         encode: ``list[str] -> (m, d)`` embedder; default all-MiniLM-L6-v2
             (:func:`.embeddings.make_encoder`), loaded only when texts are given.
         finish_reasons_per_problem: vLLM's finish reasons; a "length" counts as degenerate (truncated).
-        mean_mind_logprobs_per_problem: each sample's mean-mind log-probability per token; enables
-            ``mean_mind_logprob``.
+        mean_mind_logprobs_per_problem: the mean-mind log-probability per token of each sample (or of the
+            first m <= n samples of every problem, the same m for all: a cheaper estimate of the same mean);
+            enables ``mean_mind_logprob``.
         ks: the K of pass@K (those above ``n`` are left out).
         maj_ks: the K of maj@K; default the largest K in ``ks`` that is ``<= n``.
         maj_method: estimator of :func:`.metrics.maj_at_k` (default exact).
@@ -152,8 +153,7 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         raise ValueError("need at least one problem")
     for name, rows in (("correct_per_problem", correct_per_problem), ("answers_per_problem", answers_per_problem),
                        ("responses_per_problem", responses_per_problem),
-                       ("finish_reasons_per_problem", finish_reasons_per_problem),
-                       ("mean_mind_logprobs_per_problem", mean_mind_logprobs_per_problem)):
+                       ("finish_reasons_per_problem", finish_reasons_per_problem)):
         if rows is None:
             continue
         if len(rows) != P:
@@ -191,6 +191,10 @@ def evaluate_method(settings: SamplingSettings, correct_per_problem: Sequence[Se
         per_problem["distinct_answers"] = distinct_answers_per_problem(answers_per_problem)
         result.distinct_answers = float(np.mean(per_problem["distinct_answers"]))
     if mean_mind_logprobs_per_problem is not None:
+        scored = {len(row) for row in mean_mind_logprobs_per_problem}
+        if len(mean_mind_logprobs_per_problem) != P or len(scored) != 1 or not 1 <= min(scored) <= settings.n:
+            raise ValueError(f"mean_mind_logprobs_per_problem: need {P} problems with the same 1..{settings.n} "
+                             f"scored samples each, got {len(mean_mind_logprobs_per_problem)} with {sorted(scored)}")
         per_problem["mean_mind_logprob"] = mean_logprob_per_problem(mean_mind_logprobs_per_problem)
         result.mean_mind_logprob = float(np.mean(per_problem["mean_mind_logprob"]))
     result.intervals = {m: bootstrap_interval(v, seed=settings.seed) for m, v in per_problem.items()}

@@ -234,8 +234,10 @@ def point_params(point: SweepPoint, max_tokens: int, latent_seed: int, sampling_
                           seed=sampling_seed if point.temperature > 0 else None, extra_args=extra)
 
 
-def run_sweep(cfg: EvalConfig, points: Sequence[SweepPoint], grid_name: str) -> Path:
-    """Generate, score, grade and measure every point of the grid; write the outputs. Returns sweep.md's path."""
+def run_sweep(cfg: EvalConfig, points: Sequence[SweepPoint], grid_name: str, score_samples: int | None = None) -> Path:
+    """Generate, score, grade and measure every point of the grid; write the outputs. Returns sweep.md's path.
+    `score_samples`: score the first m samples of every problem under the mean mind (default all n; scoring
+    costs a prefill of prompt and response per sample, which a latent sample cannot share)."""
     from btrans_verl.eval.embeddings import make_encoder
     from btrans_verl.eval.engine import generate_requests, score_under_mean_mind, start_engine, stop_engine
     from btrans_verl.eval.grading import grade_responses
@@ -243,6 +245,7 @@ def run_sweep(cfg: EvalConfig, points: Sequence[SweepPoint], grid_name: str) -> 
 
     prep = prepare_run(cfg)  # every input check, before vLLM starts
     P, n = len(prep.problems), cfg.n
+    m = n if score_samples is None else score_samples
     llm = start_engine(prep.model, cfg, token_latents=any(p.granularity == "token" for p in points))
     generated, scores, seconds = [], [], []
     try:
@@ -254,7 +257,8 @@ def run_sweep(cfg: EvalConfig, points: Sequence[SweepPoint], grid_name: str) -> 
             out = generate_requests(llm, point.name, prep.prompts, params, P * n if point.latent else 0,
                                     cfg.progress)
             generated.append(out)
-            scores.append(score_under_mean_mind(llm, prep.prompts, out.token_ids, cfg.progress))
+            scores.append(score_under_mean_mind(llm, prep.prompts, [row[:m] for row in out.token_ids],
+                                                cfg.progress))
             seconds.append(time.perf_counter() - t0)
     finally:
         stop_engine(llm)
@@ -276,7 +280,7 @@ def run_sweep(cfg: EvalConfig, points: Sequence[SweepPoint], grid_name: str) -> 
     doc = {
         "schema": SCHEMA, "command": cfg.command, "grid": grid_name, "model": str(prep.model),
         "benchmark": prep.source, "num_problems": P, "n": n, "seed": cfg.seed, "max_tokens": cfg.max_tokens,
-        "diversity": DIVERSITY,
+        "diversity": DIVERSITY, "mean_mind_scored_samples": m,
         "points": [{**asdict(p), "name": p.name, "seconds": round(s, 1), "counters": out.counters,
                     "metrics": _metrics(ev, n)} for p, ev, out, s in zip(points, evals, generated, seconds)],
         "matched": [{**asdict(m), "excludes_zero": m.excludes_zero} for m in matched],
@@ -318,7 +322,8 @@ def markdown(doc: dict) -> str:
     head = ["curve", "σ", "scale", "T", "accuracy", f"pass@{n}", f"maj@{n}", "distinct answers", "informative groups",
             "mean-mind log-prob", "semantic diversity", "degenerate"]
     lines = [f"# Sweep `{doc['grid']}`: {Path(doc['model']).name}, {doc['num_problems']} problems x n={n}, "
-             f"seed {doc['seed']}", "", f"`{doc['command']}`", "", f"Benchmark: {doc['benchmark']}", "",
+             f"seed {doc['seed']}", "", f"`{doc['command']}`", "", f"Benchmark: {doc['benchmark']}. Mean-mind "
+             f"log-prob: the first {doc['mean_mind_scored_samples']} samples of every problem.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in doc["points"]:
         m = p["metrics"]
@@ -353,7 +358,8 @@ def _write_samples(path: Path, prep, points, generated, graded, scores) -> None:
                         "latent_seed": prep.latent_seeds[i][j] if point.latent else None,
                         "sampling_seed": prep.sampling_seeds[i][j] if point.temperature > 0 else None,
                         "reference": p.reference, "answer": g.answers[i][j], "correct": g.correct[i][j],
-                        "mean_mind_logprob": score[i][j], "finish_reason": out.finish_reasons[i][j],
+                        "mean_mind_logprob": score[i][j] if j < len(score[i]) else None,
+                        "finish_reason": out.finish_reasons[i][j],
                         "text": out.texts[i][j], "token_ids": out.token_ids[i][j]}, ensure_ascii=False) + "\n")
 
 
@@ -372,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=8, help="max new tokens per response (default 8)")
     p.add_argument("--limit", type=int, help="only the first LIMIT problems")
     p.add_argument("--data-src", help="data_prep --src for data_prep benchmark names (see python -m btrans_verl.eval)")
+    p.add_argument("--score-samples", type=int,
+                   help="score only the first M samples of each problem under the mean mind (default: all n)")
     p.add_argument("--max-model-len", type=int, default=1024, help="vLLM max_model_len (default 1024)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="vLLM max_num_seqs (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -390,7 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          command="python -m btrans_verl.eval.sweep " + shlex.join(argv))
         if cfg.n < 2:
             raise EvalInputError(f"n must be >= 2 for diversity and informative groups, got {cfg.n}")
-        run_sweep(cfg, points, args.grid)
+        if args.score_samples is not None and not 1 <= args.score_samples <= cfg.n:
+            raise EvalInputError(f"--score-samples must be in [1, n={cfg.n}], got {args.score_samples}")
+        run_sweep(cfg, points, args.grid, args.score_samples)
     except EvalInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ actors, vLLM workers), without importing anything heavy at plugin time (post-imp
   reward-manager registry, so `reward.reward_manager.name` resolves wherever verl looks it up;
 * the mean-shift actor and reference when btrans.mu != 0 (`mean_shift.py`);
 * verl's vLLM server returning what `collective_rpc` returns (`seams.py`), so the guard can read vLLM's counters;
+* `btrans/mean_mind_logprob`, the actor's (mean mind's) log-prob per token of each step's samples
+  (`trainer_metrics.py`);
 * failure hygiene (`hygiene.py`): a dead Ray actor or vLLM engine ends the run instead of hanging it.
 
 verl imports plugin modules and swallows their import errors at DEBUG level, so this module must not fail
@@ -32,11 +34,12 @@ def _register_reward_managers(_module) -> None:
 
 try:
     from btrans_verl.patching import when_imported
-    from btrans_verl.verl import hygiene, mean_shift, seams
+    from btrans_verl.verl import hygiene, mean_shift, seams, trainer_metrics
 
     when_imported(REWARD_REGISTRY_MODULE, _register_reward_managers)
     seams.install()
     mean_shift.install()
+    trainer_metrics.install()
     hygiene.install()
     LOADED = True
 except BaseException as e:  # noqa: BLE001 - verl would swallow it: log loudly, keep it for the driver's check
