@@ -69,6 +69,10 @@ def test_each_trajectory_of_a_step_gets_its_own_reproducible_mind_and_the_vllm_r
     narrow = mind_for(settings(targets=["final_norm", "input_layernorm"]), validate=False, seed=seed)[1]
     assert request.targets == ("input_layernorm", "post_attention_layernorm", "final_norm")
     assert parse_latent_request(narrow).targets == ("input_layernorm", "final_norm")
+    # and its sigma scale: btrans.sigma_scale=weight_rms makes every request's sigma relative
+    assert request.sigma_scale == "absolute"
+    relative = mind_for(settings(sigma_scale="weight_rms"), validate=False, seed=seed)[1]
+    assert parse_latent_request(relative).sigma_scale == "weight_rms"
 
 
 def test_minds_are_unique_within_a_step_without_extra_info_index_with_repeated_rows_and_several_batches():
