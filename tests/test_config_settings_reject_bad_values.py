@@ -17,7 +17,7 @@ from btrans_verl.verl.settings import BTransSettings, RLVRSettings, TTRLSettings
 GOOD = {
     "enable": True, "mu": 0.0, "sigma": 0.05, "targets": list(DEFAULT_TARGETS), "granularity": "sequence",
     "sigma_scale": "absolute",
-    "val_mind": "mean", "seed": 42, "task": "rlvr", "rlvr": {"reward_scheme": "binary"},
+    "val_mind": "mean", "step_consistency": False, "seed": 42, "task": "rlvr", "rlvr": {"reward_scheme": "binary"},
     "ttrl": {"n_votes": 64, "n_samples": 32, "reward_scheme": "binary"},
     "adaptive_sigma": {"enable": False, "target": 0.5, "gain": 1.0, "sigma_min": 0.005, "sigma_max": 0.5},
 }
@@ -83,6 +83,7 @@ BAD = [
     ("enable_int", with_(enable=1), "btrans.enable"),
     ("enable_string", with_(enable="yes"), "btrans.enable"),
     ("val_mind", with_(val_mind="median"), "btrans.val_mind"),
+    ("step_consistency", with_(step_consistency="yes"), "btrans.step_consistency"),
     ("seed_negative", with_(seed=-1), "btrans.seed"),
     ("seed_too_big", with_(seed=2**63), "btrans.seed"),
     ("seed_float", with_(seed=1.5), "btrans.seed"),

@@ -5,6 +5,7 @@ through verl's registry, the population metrics and the guard that refuses a sil
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 from btrans_verl.seeds import step_seeds, trajectory_seed
 from btrans_verl.verl import settings as bc
 from btrans_verl.verl.replay_buffer import LatentNotAppliedError, batch_metrics, check_latents_applied
-from btrans_verl.verl.reward_managers import TTRL_INFO_KEYS, VOTE_RESULT_KEY, vote_group_data
+from btrans_verl.verl.reward_managers import RLVR_INFO_KEYS, TTRL_INFO_KEYS, VOTE_RESULT_KEY, vote_group_data
 from btrans_verl.verl.rollout import NO_LATENT, STEP_SEEDS_FIELD, VoteGroup, assign_minds, mind_for
 from btrans_verl.vllm.requests import parse_latent_request
 
@@ -147,21 +148,24 @@ def test_btrans_reward_manager_is_registered_in_verl_and_scores_boxed_answers(co
     out = asyncio.run(manager.run_single(_data(tokenizer, response, "0.5")))
     assert out["reward_score"] == expected
     info = out["reward_extra_info"]
-    assert set(info) == {"acc", "answer_found", "score", "answer_id"}
+    assert tuple(info) == RLVR_INFO_KEYS and info["repetition_loop"] == 0.0
     assert info["acc"] == float(expected == 1.0) and (info["answer_id"] == -1.0) == ("boxed" not in response)
+    looping = "so we add the numbers " * 12 + boxed("0.5")
+    looped = asyncio.run(manager.run_single(_data(tokenizer, looping, "0.5")))["reward_extra_info"]
+    assert looped["repetition_loop"] == 1.0
     with pytest.raises(ValueError, match="ground_truth"):
         asyncio.run(manager.run_single(_data(tokenizer, response, None)))
 
 
 # ------------------------------------------------------------------------------------------------- TTRL votes
-def ttrl_manager(compose_cfg, tokenizer, n_votes: int, n_samples: int, scheme: str = "binary"):
+def ttrl_manager(compose_cfg, tokenizer, n_votes: int, n_samples: int, scheme: str = "binary", *overrides: str):
     """The registered `btrans_ttrl` manager, built as verl's reward-loop worker builds it, from the whole config."""
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
     import btrans_verl.verl.plugin  # noqa: F401  (verl imports it; registers the managers lazily)
 
     cfg = compose_cfg("+btrans=on", "btrans/task=ttrl", f"btrans.ttrl.n_votes={n_votes}",
-                      f"btrans.ttrl.n_samples={n_samples}", f"btrans.ttrl.reward_scheme={scheme}")
+                      f"btrans.ttrl.n_samples={n_samples}", f"btrans.ttrl.reward_scheme={scheme}", *overrides)
     assert cfg.reward.reward_manager.name == "btrans_ttrl"  # the task's config selects it
     return get_reward_manager_cls(cfg.reward.reward_manager.name)(
         config=cfg, tokenizer=tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None)
@@ -220,6 +224,16 @@ def test_all_empty_group_gives_zero_rewards_and_no_label(compose_cfg, tokenizer)
     assert results[0]["reward_extra_info"]["ttrl_has_pseudo_label"] == 0.0
 
 
+def test_ttrl_candidates_carry_their_step_consistency_when_the_run_asks_for_it(compose_cfg, tokenizer):
+    manager = ttrl_manager(compose_cfg, tokenizer, 3, 2, "binary", "btrans.step_consistency=true")
+    group = VoteGroup(n_votes=3, n_samples=2, reward_model={"ground_truth": "5"})
+    answers = {0: "Add two and three.\nThat makes five.\n" + boxed("5"), 1: boxed("5"), 2: boxed("4")}
+    results = asyncio.run(_sessions(group, manager, tokenizer, answers, fail=frozenset({2})))
+    infos = [r["reward_extra_info"] for r in results if r is not None]
+    assert all(tuple(i) == (*TTRL_INFO_KEYS, "step_consistency") for i in infos)
+    assert 0.3 < infos[0]["step_consistency"] <= 1.0 and math.isnan(infos[1]["step_consistency"])
+
+
 def test_a_session_cannot_answer_twice(compose_cfg, tokenizer):
     manager = ttrl_manager(compose_cfg, tokenizer, n_votes=2, n_samples=2)
     group = VoteGroup(n_votes=2, n_samples=2)
@@ -243,12 +257,37 @@ def test_the_ttrl_manager_scores_a_single_validation_trajectory_against_ground_t
     assert asyncio.run(manager.run_single(_data(tokenizer, boxed("0.5"), "1/2")))["reward_score"] == 1.0
 
 
+def test_step_consistency_is_scored_on_the_reward_workers_when_the_run_asks_for_it(compose_cfg, tokenizer):
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+
+    import btrans_verl.verl.plugin  # noqa: F401
+
+    def build(*overrides):
+        cfg = compose_cfg("+btrans=on", *overrides)
+        return get_reward_manager_cls(cfg.reward.reward_manager.name)(
+            config=cfg, tokenizer=tokenizer, compute_score=None, reward_router_address=None,
+            reward_model_tokenizer=None)
+
+    steps = "First add two and three to get five.\nSo the sum is five.\n" + boxed("5")
+    off = asyncio.run(build().run_single(_data(tokenizer, steps, "5")))["reward_extra_info"]
+    assert "step_consistency" not in off  # off by default: no embedder on the reward workers
+    manager = build("btrans.step_consistency=true")
+    info = asyncio.run(manager.run_single(_data(tokenizer, steps, "5")))["reward_extra_info"]
+    assert tuple(info) == (*RLVR_INFO_KEYS, "step_consistency") and 0.3 < info["step_consistency"] <= 1.0
+    one_line = asyncio.run(manager.run_single(_data(tokenizer, boxed("5"), "5")))["reward_extra_info"]
+    assert math.isnan(one_line["step_consistency"])  # a single step has no consecutive pair
+    m = batch_metrics([1, 2], ["a", "a"], [{"reward_extra_info": info}, {"reward_extra_info": one_line}], "rlvr")
+    assert m["btrans/step_consistency"] == pytest.approx(info["step_consistency"])  # over responses of >= 2 steps
+
+
 # ------------------------------------------------------------------------------------------------- metrics, guard
 def test_population_metrics_of_a_batch():
     seeds = [11, 12, 13, NO_LATENT, 21, 21]
     uids = ["a", "a", "a", "b", "c", "c"]
-    infos = [{"reward_extra_info": {"answer_id": x}} for x in (1.0, 2.0, 1.0, -1.0, 5.0, 5.0)]
+    infos = [{"reward_extra_info": {"answer_id": x, "repetition_loop": float(x == 5.0)}}
+             for x in (1.0, 2.0, 1.0, -1.0, 5.0, 5.0)]
     m = batch_metrics(seeds, uids, infos, "rlvr")
+    assert m["btrans/degenerate"] == pytest.approx(2 / 6)
     assert m["btrans/trajectories"] == 6 and m["btrans/trajectories_with_latent"] == 5
     assert m["btrans/distinct_latents"] == 4  # 21 twice: a repeated mind shows here
     assert m["btrans/distinct_latents_per_group"] == pytest.approx((3 + 0 + 1) / 3)

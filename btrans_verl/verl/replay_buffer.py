@@ -14,8 +14,12 @@ the step's rollouts are finished):
     (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
     btrans/informative_groups (the fraction of prompt groups whose rewards are not all equal: the groups in which
-    GRPO's advantage is non-zero), btrans/sigma (the sigma the step's minds were drawn with, from the trajectories'
-    `btrans_sigma`), btrans/sigma_next (adaptive sigma only: the controller's sigma after this step),
+    GRPO's advantage is non-zero), btrans/degenerate (the fraction of responses stuck in a repetition loop;
+    verl's response_length/clip_ratio counts the truncated ones), btrans/mean_mind_logprob (the actor's log-prob
+    per token of the samples, logged by `trainer_metrics.py`), btrans/step_consistency (with
+    btrans.step_consistency: the mean step-wise consistency of the responses with two or more steps),
+    btrans/sigma (the sigma the step's minds were drawn with, from the trajectories' `btrans_sigma`),
+    btrans/sigma_next (adaptive sigma only: the controller's sigma after this step),
     btrans/vllm/requests_with_latent, btrans/vllm/tokens_shifted, btrans/vllm/steps_with_latent (deltas since
     the previous sample, summed over every vLLM worker: the plugin's counters), btrans/vllm/norms_patched;
     TTRL: ttrl/label_accuracy, ttrl/reward_accuracy, ttrl/majority_ratio, ttrl/pass@k, ttrl/distinct_answers,
@@ -126,6 +130,13 @@ def batch_metrics(seeds: list[int], uids: list[str], extra_fields: list[dict], t
     rewards = [g for g in rewards if len(g) >= 2]
     if rewards:
         out["btrans/informative_groups"] = sum(map(is_informative, rewards)) / len(rewards)
+    loops = [float(info["repetition_loop"]) for info in infos if "repetition_loop" in info]
+    if loops:
+        out["btrans/degenerate"] = sum(loops) / len(loops)  # texts stuck in a loop (truncation: verl's clip_ratio)
+    steps = [float(info["step_consistency"]) for info in infos
+             if not math.isnan(float(info.get("step_consistency", math.nan)))]
+    if steps:
+        out["btrans/step_consistency"] = sum(steps) / len(steps)  # btrans.step_consistency: responses of >= 2 steps
     if task == "ttrl":
         per_group = {uid: infos[members[0]] for uid, members in groups.items() if infos[members[0]]}
         for key in TTRL_GROUP_KEYS:

@@ -167,6 +167,7 @@ class BTransSettings:
     granularity: str = LatentConfig.granularity
     sigma_scale: str = LatentConfig.sigma_scale
     val_mind: str = "mean"
+    step_consistency: bool = False
     seed: int = 42
     task: str = "rlvr"
     rlvr: RLVRSettings = field(default_factory=RLVRSettings)
@@ -189,6 +190,8 @@ class BTransSettings:
                              f"additional_config['btrans']['targets'])")
         if self.val_mind not in VAL_MINDS:
             raise ValueError(f"btrans.val_mind must be one of {VAL_MINDS}, got {self.val_mind!r}")
+        if not isinstance(self.step_consistency, bool):
+            raise ValueError(f"btrans.step_consistency must be true or false, got {self.step_consistency!r}")
         _check_seed(self.seed, "btrans.seed")
         if self.task not in TASKS:
             raise ValueError(f"btrans.task must be one of {TASKS}, got {self.task!r}")
