@@ -95,6 +95,7 @@ def test_baseline_run_trains_syncs_weights_and_is_scored_by_btrans(runs):
         assert 0.0 <= m["btrans/informative_groups"] <= 1.0  # GRPO's exploration signal is logged
         assert -30.0 < m["btrans/mean_mind_logprob"] < 0.0  # the actor's (mean mind's) view of the samples
         assert 0.0 <= m["btrans/degenerate"] <= 1.0  # texts stuck in a repetition loop
+        assert 0.0 <= m["btrans/maj@n"] <= m["btrans/pass@n"] <= 1.0  # RLVR: per prompt group
         assert m["btrans/trajectories"] == BATCH * N_VOTES and "critic/score/mean" in m
     assert (root / "checkpoints" / "global_step_2").is_dir()
 

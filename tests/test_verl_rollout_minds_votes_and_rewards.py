@@ -288,6 +288,11 @@ def test_population_metrics_of_a_batch():
              for x in (1.0, 2.0, 1.0, -1.0, 5.0, 5.0)]
     m = batch_metrics(seeds, uids, infos, "rlvr")
     assert m["btrans/degenerate"] == pytest.approx(2 / 6)
+    graded = [{"reward_extra_info": {"answer_id": x, "acc": c}}
+              for x, c in ((1.0, 1.0), (2.0, 0.0), (2.0, 0.0), (-1.0, 0.0), (5.0, 0.0), (6.0, 1.0))]
+    g = batch_metrics(seeds, uids, graded, "rlvr")
+    # group a: right answer in it, majority (2) wrong; b: no answer; c: a 1-1 tie of a wrong and a right answer
+    assert g["btrans/pass@n"] == pytest.approx((1 + 0 + 1) / 3) and g["btrans/maj@n"] == pytest.approx(0.5 / 3)
     assert m["btrans/trajectories"] == 6 and m["btrans/trajectories_with_latent"] == 5
     assert m["btrans/distinct_latents"] == 4  # 21 twice: a repeated mind shows here
     assert m["btrans/distinct_latents_per_group"] == pytest.approx((3 + 0 + 1) / 3)

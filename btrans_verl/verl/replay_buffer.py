@@ -13,6 +13,8 @@ the step's rollouts are finished):
     trajectories_with_latent, since no two trajectories of a step share a mind), btrans/distinct_latents_per_group
     (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
+    btrans/pass@n and btrans/maj@n (RLVR: the fraction of prompt groups with a right answer, and whose majority
+    answer is right, ties sharing the credit; TTRL logs ttrl/pass@k and ttrl/label_accuracy),
     btrans/informative_groups (the fraction of prompt groups whose rewards are not all equal: the groups in which
     GRPO's advantage is non-zero), btrans/degenerate (the fraction of responses stuck in a repetition loop;
     verl's response_length/clip_ratio counts the truncated ones), btrans/mean_mind_logprob (the actor's log-prob
@@ -153,7 +155,29 @@ def batch_metrics(seeds: list[int], uids: list[str], extra_fields: list[dict], t
                    if any(a is not None for a in group)]
         if counted:
             out["btrans/distinct_answers_per_group"] = sum(counted) / len(counted)
+        graded = [[(infos[i]["answer_id"], float(infos[i]["acc"])) for i in members
+                   if "answer_id" in infos[i] and "acc" in infos[i]] for members in groups.values()]
+        graded = [g for g in graded if g]
+        if graded:
+            out["btrans/pass@n"] = sum(max(acc for _, acc in g) for g in graded) / len(graded)
+            out["btrans/maj@n"] = sum(map(_majority_correct, graded)) / len(graded)
     return out
+
+
+def _majority_correct(group: list[tuple[float, float]]) -> float:
+    """Whether the majority answer of one group is right: answers vote by `answer_id` (-1: none, never votes);
+    an answer is right when its trajectories' `acc` is 1; a tie shares the credit among the tied answers."""
+    votes: dict[float, int] = defaultdict(int)
+    right: dict[float, bool] = defaultdict(bool)
+    for answer, acc in group:
+        if answer >= 0:
+            votes[answer] += 1
+            right[answer] |= acc >= 1.0
+    if not votes:
+        return 0.0
+    top = max(votes.values())
+    tied = [a for a, v in votes.items() if v == top]
+    return sum(right[a] for a in tied) / len(tied)
 
 
 def check_latents_applied(enable: bool, batch_with_latent: int, delta: dict[str, int], servers: int) -> None:
