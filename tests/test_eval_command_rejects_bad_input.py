@@ -64,7 +64,7 @@ def _args(model_dir, bench, tmp_path, *extra):
     (["--seed", "-3"], ["seed must be in [0, 9223372036854775808), got -3"]),
     (["--limit", "0"], ["limit must be >= 1, got 0"]),
     (["--max-tokens", "600", "--max-model-len", "512"], ["max_tokens (600) must be < max_model_len (512)"]),
-    (["--max-tokens", "480", "--max-model-len", "512"], ["problem 0 has a", "max_model_len - max_tokens = 32"]),
+    (["--max-tokens", "480", "--max-model-len", "512"], ["problem 0 has a", "max_model_len - max_tokens - 1 = 31"]),
 ])
 def test_bad_values_are_named(capsys, model_dir, bench, tmp_path, extra, needles):
     _fails(capsys, _args(model_dir, bench, tmp_path, *extra), *needles)

@@ -50,6 +50,10 @@ def test_matched_difference_interpolates_the_temperature_curve_and_never_extrapo
     noisy = matched_difference("p", "accuracy", 2.0 + rng.normal(0, 0.3, P), 0.4 + rng.normal(0, 0.3, P), base_x,
                                base_y, resamples=500)
     assert noisy.low < noisy.difference < noisy.high and not noisy.excludes_zero  # no effect: 0 inside
+    # two temperatures of equal diversity (greedy and a cool one both give one answer) count as one, their mean
+    tied_x = np.repeat(np.array([[1.0], [1.0], [2.0]]), P, axis=1)
+    tied = matched_difference("p", "accuracy", np.full(P, 1.0), np.full(P, 0.4), tied_x, base_y, resamples=50)
+    assert tied.temperature_at_match == pytest.approx(0.45) and tied.difference == pytest.approx(-0.05)
 
 
 @pytest.mark.slow

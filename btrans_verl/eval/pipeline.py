@@ -63,12 +63,14 @@ def prepare_run(cfg: EvalConfig) -> PreparedRun:
     except Exception as exc:  # a folder without a usable tokenizer
         raise EvalInputError(f"model {cfg.model!r}: cannot load its tokenizer from {model}: {exc}") from None
     prompts = render_prompts(problems, tok, chat_template=cfg.chat_template)
-    budget = cfg.max_model_len - cfg.max_tokens
+    # scoring a sample under the mean mind prefills prompt + response and needs one more position
+    budget = cfg.max_model_len - cfg.max_tokens - 1
     too_long = [(p.position, len(ids)) for p, ids in zip(problems, prompts) if len(ids) > budget]
     if too_long:
         pos, length = too_long[0]
-        raise EvalInputError(f"problem {pos} has a {length}-token prompt, over max_model_len - max_tokens = {budget} "
-                             f"({len(too_long)} problems are); raise --max-model-len or lower --max-tokens")
+        raise EvalInputError(f"problem {pos} has a {length}-token prompt, over max_model_len - max_tokens - 1 = "
+                             f"{budget} ({len(too_long)} problems are; the mean mind's scoring needs the extra "
+                             "position); raise --max-model-len or lower --max-tokens")
     latent, sampling = sample_seeds(problems, cfg.n, cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     return PreparedRun(cfg, model, problems, source, prompts, latent, sampling)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from btrans_verl.eval.config import EvalConfig, EvalInputError
+from btrans_verl.eval.config import DEFAULT_KS, EvalConfig, EvalInputError
 from btrans_verl.eval.metrics import SamplingSettings
 from btrans_verl.eval.report import MethodEvaluation, evaluate_method
 from btrans_verl.eval.statistics import DEFAULT_RESAMPLES
@@ -162,11 +162,12 @@ class MatchedDifference:
 
 def _interp(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Linear interpolation of the curve (xs, ys) at x, column by column: xs, ys [points, B], x [B]; NaN
-    where x is outside the curve's range."""
+    where x is outside the curve's range. Curve points of equal diversity (greedy and a low temperature often
+    both give one answer) count as one, their mean quality."""
     out = np.full(x.shape, np.nan)
     for b in range(x.shape[0]):
-        order = np.argsort(xs[:, b], kind="stable")
-        cx, cy = xs[order, b], ys[order, b]
+        cx, inverse = np.unique(xs[:, b], return_inverse=True)  # sorted; points of equal diversity are averaged
+        cy = np.bincount(inverse, weights=ys[:, b]) / np.bincount(inverse)
         if cx[0] <= x[b] <= cx[-1]:
             out[b] = np.interp(x[b], cx, cy)
     return out
@@ -391,8 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         points = grid(args.grid)
+        ks = tuple(sorted({k for k in DEFAULT_KS if k <= args.n} | {args.n}))  # pass@n always: the frontier's
         cfg = EvalConfig(model=args.model, benchmark=args.benchmark, out=Path(args.out), n=args.n, seed=args.seed,
-                         methods=("mean",), max_tokens=args.max_tokens, limit=args.limit, data_src=args.data_src,
+                         ks=ks, methods=("mean",), max_tokens=args.max_tokens, limit=args.limit, data_src=args.data_src,
                          max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                          progress=not args.no_progress,
                          command="python -m btrans_verl.eval.sweep " + shlex.join(argv))

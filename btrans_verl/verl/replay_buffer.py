@@ -14,7 +14,9 @@ the step's rollouts are finished):
     (mean over prompts),
     btrans/distinct_answers_per_group (RLVR: distinct normalised boxed answers; TTRL: distinct vote buckets),
     btrans/pass@n and btrans/maj@n (RLVR: the fraction of prompt groups with a right answer, and whose majority
-    answer is right, ties sharing the credit; TTRL logs ttrl/pass@k and ttrl/label_accuracy),
+    answer is right, ties sharing the credit; answers vote by their normal form's `answer_id`, so equivalent
+    forms such as 1/2 and 0.5 vote apart, unlike the evaluation's maj@K; TTRL logs ttrl/pass@k and
+    ttrl/label_accuracy),
     btrans/informative_groups (the fraction of prompt groups whose rewards are not all equal: the groups in which
     GRPO's advantage is non-zero), btrans/degenerate (the fraction of responses stuck in a repetition loop;
     verl's response_length/clip_ratio counts the truncated ones), btrans/mean_mind_logprob (the actor's log-prob

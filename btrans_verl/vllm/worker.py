@@ -197,8 +197,15 @@ class LatentState:
 
     # ------------------------------------------------------------------------------------------ relative sigma
     def weights_changed(self) -> None:
-        """Forget the relative-sigma scales: they are read again from the weights when next needed."""
+        """Forget the relative-sigma scales (read again from the weights when next needed) and free the slots of
+        running relative minds, whose rows were built from the old scales: they are recomputed at their next step
+        (a request kept across a weight sync, e.g. a paused partial rollout, stays its mind of the new weights)."""
         self._scales.clear()
+        for req_id, slot in list(self.slot_of.items()):
+            lat = self.requests.get(req_id)
+            if lat is not None and lat.sigma_scale != "absolute":
+                del self.slot_of[req_id]
+                self.free.append(slot)
 
     def scales(self, rule: str) -> list[np.ndarray]:
         """Per group, the float32 [norms] scales of `rule` (`btrans_verl.latent.SIGMA_SCALES`) read from the
