@@ -25,7 +25,9 @@ ends the run instead of hanging it). Every change to verl goes through `btrans_v
 
 from __future__ import annotations
 
-from btrans_verl.patching import require_version
+from collections.abc import Callable
+
+from btrans_verl.patching import patch, require_version, when_imported
 
 SUPPORTED_VERL = ("0.9.1",)
 
@@ -33,3 +35,14 @@ SUPPORTED_VERL = ("0.9.1",)
 def require_verl(what: str) -> str:
     """verl's installed version, or UnsupportedVersionError naming it and the patch `what` that refused."""
     return require_version("verl", SUPPORTED_VERL, what)
+
+
+def patch_verl(module_name: str, owner: str, name: str, make: Callable, *, what: str) -> None:
+    """When (if ever) this process imports `module_name`: check the verl release (`require_verl`), then replace
+    `<owner>.<name>` of that module by `make(original)` (`btrans_verl.patching.patch`)."""
+
+    def apply(module) -> None:
+        require_verl(what)
+        patch(getattr(module, owner), name, make, what=what)
+
+    when_imported(module_name, apply, key=f"btrans.verl.{module_name}.{owner}.{name}")

@@ -47,7 +47,7 @@ import threading
 import time
 
 from btrans_verl.patching import patch, when_imported
-from btrans_verl.verl import require_verl
+from btrans_verl.verl import patch_verl
 
 logger = logging.getLogger(__name__)
 
@@ -320,11 +320,7 @@ def install_server_monitor() -> None:
 
         return launch_server
 
-    def _patch(module):
-        require_verl("hygiene: vLLM server monitor")
-        patch(module.vLLMHttpServer, "launch_server", make, what="hygiene: vLLM server monitor")
-
-    when_imported(SERVER_MODULE, _patch, key="btrans.hygiene.server_monitor")
+    patch_verl(SERVER_MODULE, "vLLMHttpServer", "launch_server", make, what="hygiene: vLLM server monitor")
 
 
 def install() -> None:

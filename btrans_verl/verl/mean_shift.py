@@ -20,8 +20,7 @@ from __future__ import annotations
 import logging
 
 from btrans_verl.latent import LatentConfig
-from btrans_verl.patching import patch, when_imported
-from btrans_verl.verl import require_verl
+from btrans_verl.verl import patch_verl
 
 logger = logging.getLogger("btrans_verl.verl.mean_shift")
 
@@ -61,11 +60,6 @@ def _make_build_module(original):
     return _build_module
 
 
-def _patch_engine(module) -> None:
-    require_verl("actor mean shift")
-    patch(module.FSDPEngine, "_build_module", _make_build_module, what="actor mean shift")
-
-
 def install() -> None:
     """Patch verl's FSDP engine when (if ever) this process imports it."""
-    when_imported(ENGINE_MODULE, _patch_engine)
+    patch_verl(ENGINE_MODULE, "FSDPEngine", "_build_module", _make_build_module, what="actor mean shift")

@@ -8,8 +8,7 @@ otherwise unchanged. Installed by the verl plugin; lands when (if ever) the proc
 
 from __future__ import annotations
 
-from btrans_verl.patching import patch, when_imported
-from btrans_verl.verl import require_verl
+from btrans_verl.verl import patch_verl
 
 SERVER_MODULE = "verl.workers.rollout.vllm_rollout.vllm_async_server"
 
@@ -21,10 +20,6 @@ def _make_collective_rpc(_original):
     return collective_rpc
 
 
-def _patch_server(module) -> None:
-    require_verl("collective_rpc returns its results")
-    patch(module.vLLMHttpServer, "collective_rpc", _make_collective_rpc, what="collective_rpc returns its results")
-
-
 def install() -> None:
-    when_imported(SERVER_MODULE, _patch_server)
+    patch_verl(SERVER_MODULE, "vLLMHttpServer", "collective_rpc", _make_collective_rpc,
+               what="collective_rpc returns its results")

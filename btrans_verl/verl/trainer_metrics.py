@@ -14,8 +14,7 @@ mean mind's: nothing is logged then.
 
 from __future__ import annotations
 
-from btrans_verl.patching import patch, when_imported
-from btrans_verl.verl import require_verl
+from btrans_verl.verl import patch_verl
 
 TRAINER_MODULE = "verl.trainer.ppo.v1.trainer_base"
 METRIC = "btrans/mean_mind_logprob"
@@ -47,10 +46,5 @@ def _make_compute_old_log_prob(original):
     return _compute_old_log_prob
 
 
-def _patch_trainer(module) -> None:
-    require_verl("the mean mind's log-prob metric")
-    patch(module.PPOTrainer, "_compute_old_log_prob", _make_compute_old_log_prob, what="btrans/mean_mind_logprob")
-
-
 def install() -> None:
-    when_imported(TRAINER_MODULE, _patch_trainer)
+    patch_verl(TRAINER_MODULE, "PPOTrainer", "_compute_old_log_prob", _make_compute_old_log_prob, what=METRIC)
