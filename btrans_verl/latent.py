@@ -52,6 +52,8 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
+from btrans_verl.registry import registrar
+
 # ---------------------------------------------------------------------------------------------------------
 # Exact 32-bit hashing on int64 tensors
 # ---------------------------------------------------------------------------------------------------------
@@ -289,17 +291,9 @@ def check_family(model_type: str, targets) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Sigma scales: what sigma is relative to, per norm
 # ---------------------------------------------------------------------------------------------------------
+#: Rules `weight -> scale` (a float32-representable float): norm j's latent std is sigma * scale_j.
 SIGMA_SCALES: dict[str, Callable[[torch.Tensor], float]] = {}
-
-
-def register_sigma_scale(name: str):
-    """Register a rule `weight -> scale` (a float32-representable float): norm j's latent std is sigma * scale_j."""
-
-    def deco(fn: Callable[[torch.Tensor], float]) -> Callable[[torch.Tensor], float]:
-        SIGMA_SCALES[name] = fn
-        return fn
-
-    return deco
+register_sigma_scale = registrar(SIGMA_SCALES, "sigma scale")
 
 
 @register_sigma_scale("absolute")

@@ -27,6 +27,7 @@ from typing import Any
 
 from btrans_verl.eval.config import EvalInputError
 from btrans_verl.eval.grading import ANSWER_FORMATS, DEFAULT_ANSWER_FORMAT
+from btrans_verl.registry import registrar
 from btrans_verl.rewards.math_answer import reference_answer
 
 __all__ = ["ALIASES", "DATA_ROOT_ENV", "GENERATED", "Problem", "default_data_src", "generated", "load_benchmark",
@@ -55,18 +56,8 @@ class Problem:
 
 #: Generated benchmarks by name: a function returning the rows and a one-line description of where they came from.
 GENERATED: dict[str, Callable[[], tuple[list[dict[str, Any]], str]]] = {}
-
-
-def generated(name: str):
-    """Register the decorated ``make() -> (rows, where)`` as the generated benchmark ``name``."""
-
-    def register(make: Callable[[], tuple[list[dict[str, Any]], str]]):
-        if name in GENERATED:
-            raise ValueError(f"generated benchmark {name!r} is registered twice")
-        GENERATED[name] = make
-        return make
-
-    return register
+#: ``@generated(name)`` registers ``make() -> (rows, where)`` as the generated benchmark ``name``.
+generated = registrar(GENERATED, "generated benchmark")
 
 
 @generated("arithmetic")

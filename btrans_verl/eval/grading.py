@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from btrans_verl.registry import registrar
 from btrans_verl.rewards.math_answer import extract_boxed_answer, normalize_answer
 from btrans_verl.rewards.schemes import Outcome, grade_answer
 
@@ -34,16 +35,8 @@ DEFAULT_ANSWER_FORMAT = "boxed"
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def answer_format(name: str):
-    """Register the decorated ``extract(text) -> answer | None`` as the answer format ``name``."""
-
-    def register(extract: Callable[[str | None], str | None]) -> Callable[[str | None], str | None]:
-        if name in ANSWER_FORMATS:
-            raise ValueError(f"answer format {name!r} is registered twice")
-        ANSWER_FORMATS[name] = extract
-        return extract
-
-    return register
+#: ``@answer_format(name)`` registers ``extract(text) -> answer | None`` as the answer format ``name``.
+answer_format = registrar(ANSWER_FORMATS, "answer format")
 
 
 @answer_format("boxed")

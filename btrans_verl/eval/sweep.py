@@ -47,6 +47,7 @@ from btrans_verl.eval.config import DEFAULT_KS, EvalConfig, EvalInputError
 from btrans_verl.eval.metrics import SamplingSettings
 from btrans_verl.eval.report import MethodEvaluation, evaluate_method
 from btrans_verl.eval.statistics import DEFAULT_RESAMPLES
+from btrans_verl.registry import registrar
 
 __all__ = ["SweepPoint", "GRIDS", "register_grid", "grid", "MatchedDifference", "matched_difference",
            "run_sweep", "main"]
@@ -92,17 +93,9 @@ class SweepPoint:
         return f"{self.curve} σ={self.sigma:g}{scale} T={self.temperature:g}"
 
 
+#: Grids by name: a function returning the grid's points (in generation order); ``@register_grid(name)``.
 GRIDS: dict[str, Callable[[], tuple[SweepPoint, ...]]] = {}
-
-
-def register_grid(name: str):
-    """Register a grid: a function returning its points (in generation order)."""
-
-    def deco(fn: Callable[[], tuple[SweepPoint, ...]]):
-        GRIDS[name] = fn
-        return fn
-
-    return deco
+register_grid = registrar(GRIDS, "grid")
 
 
 def grid(name: str) -> tuple[SweepPoint, ...]:
