@@ -172,6 +172,24 @@ def _check_counters(method: str, delta: dict[str, int], latent_requests: int) ->
                                     f"requests with a latent and {shifted} shifted tokens")
 
 
+def _checked_generate(llm: Any, what: str, reqs: list, params: Any, latent_requests: int,
+                      progress: bool) -> tuple[list, dict[str, int], float]:
+    """`llm.generate(reqs, params)` with the plugin's counters checked around it: exactly `latent_requests`
+    requests carried a latent (0: none did). Returns (outputs, counter deltas, seconds)."""
+    before = engine_counters(llm)
+    if before is None and latent_requests:
+        raise LatentNotAppliedError(f"{what} needs latents, but the B-Trans vLLM plugin is not loaded in this engine "
+                                    "(entry point 'btrans' of vllm.general_plugins missing or BTRANS_VLLM_DISABLE=1)")
+    t0 = time.perf_counter()
+    outs = llm.generate(reqs, params, use_tqdm=progress)
+    seconds = time.perf_counter() - t0
+    delta: dict[str, int] = {}
+    if before is not None:  # without the plugin no request can carry a latent: nothing to check
+        delta = counter_delta(engine_counters(llm) or {}, before)
+        _check_counters(what, delta, latent_requests)
+    return outs, delta, seconds
+
+
 def generate_requests(llm: Any, what: str, prompts: Sequence[Sequence[int]],
                       params: Sequence[Sequence[Any]], latent_requests: int, progress: bool = True) -> Generated:
     """Generate ``params[problem][sample]`` (one request per sample, so every mind is its own request) and check
@@ -183,17 +201,8 @@ def generate_requests(llm: Any, what: str, prompts: Sequence[Sequence[int]],
         for sp in row:
             reqs.append(TokensPrompt(prompt_token_ids=list(ids)))
             flat.append(sp)
-    before = engine_counters(llm)
-    if before is None and latent_requests:
-        raise LatentNotAppliedError(f"{what} needs latents, but the B-Trans vLLM plugin is not loaded in this engine "
-                                    "(entry point 'btrans' of vllm.general_plugins missing or BTRANS_VLLM_DISABLE=1)")
-    t0 = time.perf_counter()
-    outs = iter(llm.generate(reqs, flat, use_tqdm=progress))
-    seconds = time.perf_counter() - t0
-    delta: dict[str, int] = {}
-    if before is not None:  # without the plugin no request can carry a latent: nothing to check
-        delta = counter_delta(engine_counters(llm) or {}, before)
-        _check_counters(what, delta, latent_requests)
+    outs, delta, seconds = _checked_generate(llm, what, reqs, flat, latent_requests, progress)
+    outs = iter(outs)
     rows = [[next(outs).outputs[0] for _ in row] for row in params]
     return Generated([[o.text for o in r] for r in rows], [[list(o.token_ids) for o in r] for r in rows],
                      [[o.finish_reason for o in r] for r in rows], delta, seconds)
@@ -228,11 +237,8 @@ def score_under_mean_mind(llm: Any, prompts: Sequence[Sequence[int]], token_ids:
         for resp in row:
             reqs.append(TokensPrompt(prompt_token_ids=list(ids) + list(resp)))
             spans.append((len(ids), len(resp)))
-    before = engine_counters(llm)
-    outs = llm.generate(reqs, SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False),
-                        use_tqdm=progress)
-    if before is not None:
-        _check_counters("the mean mind's scoring", counter_delta(engine_counters(llm) or {}, before), 0)
+    scoring = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+    outs, _, _ = _checked_generate(llm, "the mean mind's scoring", reqs, scoring, 0, progress)
     scores, it = [], iter(zip(outs, spans))
     for row in token_ids:
         out_row = []
