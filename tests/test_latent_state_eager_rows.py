@@ -1,0 +1,93 @@
+"""The eager forward's shortcut (`LatentState.one_slot`): when every token of a step reads one slot, the wrapped
+norm adds that slot's row without a gather (nothing at all for slot 0). It must add exactly what the gather of
+the graph path adds, for every way the slot indices are written: a step's fill, padding rows, the canary,
+token-wise requests, a wake-up."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from btrans_verl.latent import norm_index, shift
+from btrans_verl.vllm.requests import latent_args
+from btrans_verl.vllm.settings import EngineSettings
+from btrans_verl.vllm.worker import LatentState
+
+HIDDEN = 8
+KINDS = ("input_layernorm", "post_attention_layernorm")
+
+
+def _state(**settings) -> LatentState:
+    names = [f"model.layers.0.{k}" for k in KINDS] + ["model.norm"]
+    idx = [norm_index(0, k) for k in KINDS] + [norm_index(None, "final_norm")]
+    norms = [(n, i, k, HIDDEN, torch.float32) for n, i, k in zip(names, idx, (*KINDS, "final_norm"))]
+    return LatentState(max_tokens=16, max_minds=4, device=torch.device("cpu"), norms=norms,
+                       settings=EngineSettings(**settings))
+
+
+def _req(seed=None, **kw):
+    return SimpleNamespace(extra_args=latent_args(seed, 0.5, **kw) if seed is not None else None)
+
+
+def _assert_eager_adds_what_the_graph_adds(state: LatentState, n: int) -> None:
+    for j in range(3):
+        normed = torch.randn(n, HIDDEN)  # [tokens, hidden]
+        want = shift(normed, state.rows(0, j, n))  # the graph path: gather, then add
+        got = state.add_rows_(normed.clone(), 0, j)
+        assert torch.equal(got, want), (j, n, state.one_slot(n))
+
+
+def test_one_slot_adds_exactly_what_the_gather_adds_in_every_case():
+    state = _state()
+    assert state.one_slot(16) == 0  # nothing written yet: the zero latent everywhere
+    _assert_eager_adds_what_the_graph_adds(state, 5)
+
+    # a lone request's prefill: every token reads its slot (a broadcast row); padding rows read slot 0
+    state.fill(["a"], [_req(7)], np.array([5]), np.array([0]))
+    slot = state.slot_of["a"]
+    assert slot > 0 and state.one_slot(5) == slot and state.one_slot(6) is None
+    assert state.groups[0].minds[:, slot].abs().sum() > 0  # the row is the mind's, not zeros
+    _assert_eager_adds_what_the_graph_adds(state, 5)
+    _assert_eager_adds_what_the_graph_adds(state, 6)
+
+    # two minds in one step: the gather
+    state.fill(["a", "b"], [_req(7), _req(8)], np.array([1, 1]), np.array([5, 0]))
+    assert state.one_slot(2) is None
+    _assert_eager_adds_what_the_graph_adds(state, 2)
+
+    # a mind and a request without a latent: the gather (the plain request reads slot 0)
+    state.fill(["a", "c"], [_req(7), _req()], np.array([1, 3]), np.array([6, 0]))
+    assert state.one_slot(4) is None
+    _assert_eager_adds_what_the_graph_adds(state, 4)
+
+    # no latent in the step: nothing to add, the rows of the last step are back to zero
+    state.fill(["c"], [_req()], np.array([1]), np.array([3]))
+    assert state.one_slot(16) == 0 and not state.slot_idx.any()
+    normed = torch.randn(4, HIDDEN)
+    assert torch.equal(state.add_rows_(normed.clone(), 0, 2), normed)
+
+    # the canary holds row 0 only: the gather; released: the zero latent
+    from btrans_verl.vllm.canary import canary_mind
+
+    state.hold_canary(canary_mind(["final_norm"]))
+    assert state.one_slot(1) is None
+    _assert_eager_adds_what_the_graph_adds(state, 3)
+    state.release_canary()
+    assert state.one_slot(16) == 0
+
+    # a wake-up forgets every slot and zeroes the table
+    state.fill(["a"], [_req(7)], np.array([2]), np.array([7]))
+    assert state.one_slot(2) == state.slot_of["a"]
+    state.restore()
+    assert state.one_slot(16) == 0
+    _assert_eager_adds_what_the_graph_adds(state, 2)
+
+
+def test_token_wise_requests_read_slot_zero_and_keep_their_hash_path():
+    state = _state(granularity="token")
+    state.fill(["t"], [_req(9, granularity="token")], np.array([3]), np.array([0]))
+    assert state.one_slot(3) == 0  # the sequence rows add nothing; the token path carries the latent
+    assert state.keys[:3].any() and state.sigma[:, :3].any()
+    state.fill(["t", "s"], [_req(9, granularity="token"), _req(4)], np.array([1, 2]), np.array([3, 0]))
+    assert state.one_slot(3) is None  # the sequence mind's two tokens, the token-wise request's slot 0
+    _assert_eager_adds_what_the_graph_adds(state, 3)
