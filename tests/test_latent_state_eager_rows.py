@@ -91,3 +91,23 @@ def test_token_wise_requests_read_slot_zero_and_keep_their_hash_path():
     state.fill(["t", "s"], [_req(9, granularity="token"), _req(4)], np.array([1, 2]), np.array([3, 0]))
     assert state.one_slot(3) is None  # the sequence mind's two tokens, the token-wise request's slot 0
     _assert_eager_adds_what_the_graph_adds(state, 3)
+
+
+def test_a_fill_while_the_canary_holds_the_rows_leaves_them_to_it():
+    # Model Runner V2 feeds its dummy forwards (the canary's graph check) through `fill` with unknown request
+    # ids: the canary's row 0 must survive it, the eager forward must gather it, and no step is counted
+    from btrans_verl.vllm.canary import canary_mind
+
+    state = _state()
+    state.fill(["a"], [_req(7)], np.array([3]), np.array([0]))  # a real step before the canary
+    steps = state.counters.steps
+    state.hold_canary(canary_mind(["final_norm"]))
+    state.fill(["dummy"], [None], np.array([1]), np.array([0]))
+    assert int(state.slot_idx[0]) == state.canary_slot and state.one_slot(1) is None
+    assert state.counters.steps == steps
+    _assert_eager_adds_what_the_graph_adds(state, 1)
+    normed = torch.zeros(1, HIDDEN)
+    assert torch.equal(state.add_rows_(normed, 0, 2)[0], state.groups[0].minds[2, state.canary_slot])
+    state.release_canary()
+    state.fill(["a"], [_req(7)], np.array([1]), np.array([3]))  # the next real step reads its own mind again
+    assert state.one_slot(1) == state.slot_of["a"] and state.counters.steps == steps + 1

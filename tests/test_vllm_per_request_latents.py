@@ -394,7 +394,7 @@ def test_torch_compiled_engine_reads_each_steps_latents_like_eager_also_through_
     # graph, filled in place every step, never constants baked in at trace time (the trace runs on zeros).
     # vLLM AOT-compiles by default (torch >= 2.10), saves the artifact under a key that covers our wrappers and
     # loads it on the next start instead of tracing: a loaded artifact must read the live buffers too, and every
-    # B-Trans engine's start-up canary checks the graph it will serve with (`canary.startup_check`).
+    # B-Trans engine's start-up canary checks its model before the first request (`canary.startup_check`).
     cache = {"VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "VLLM_USE_AOT_COMPILE": None}  # vLLM's default
     reqs = [(PROMPT, (12, None)), (PROMPT, (12, latent_args(1, SIGMA))), (PROMPT, (9, latent_args(2, SIGMA))),
             (LONG_PROMPT, (6, latent_args(3, SIGMA))), (PROMPT[::-1], (10, latent_args(4, SIGMA)))]

@@ -2,8 +2,8 @@
 
     llm.collective_rpc("btrans_canary")        # one report per worker (the trainer's guard calls it every step)
 
-Every opted-in worker also runs it once at start-up, on the graph it will serve with (`startup_check`, after
-compilation, CUDA-graph capture or loading vLLM's AOT artifact): if it fails, the engine does not start.
+Every opted-in worker also runs it once at start-up (`startup_check`, after compilation, CUDA-graph capture or
+loading vLLM's AOT artifact): if it fails, the engine does not start.
 
 Counters prove that requests carried latents; they cannot see a latent that reached the model wrong (a table
 wiped by sleep mode, a norm whose wrapper was replaced, a compiled graph traced without our wrappers). The
@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 
 import torch
 
@@ -187,17 +188,21 @@ def eager_check(model: torch.nn.Module, state: LatentState) -> tuple[list[str], 
 
 
 def graph_source(runner) -> str:
-    """What the runner's model executes: "eager", "torch.compile (traced in this process)", "AOT-compiled in this
-    process" or "AOT artifact loaded from <dir>" (vLLM's AOT compile cache, `VLLM_USE_AOT_COMPILE`)."""
-    model = runner.get_model() if hasattr(runner, "get_model") else getattr(runner, "model", None)
+    """What the runner's model executes: "eager" (vLLM may still capture it in CUDA graphs), "torch.compile
+    (traced in this process)", "AOT-compiled in this process" or "AOT artifact loaded from <vLLM's AOT compile
+    cache>" (`VLLM_USE_AOT_COMPILE`; the artifacts lie under torch_aot_compile/<key>/rank_<r>_<dp>/model)."""
+    try:
+        model = runner.get_model() if hasattr(runner, "get_model") else getattr(runner, "model", None)
+    except Exception:  # noqa: BLE001 (no model loaded yet)
+        return "no model loaded"
     compiled = [m for m in (model.modules() if isinstance(model, torch.nn.Module) else ())
                 if hasattr(m, "do_not_compile") and not m.do_not_compile]  # vLLM's @support_torch_compile
     if not compiled:
         return "eager"
     if any(getattr(m, "was_aot_compile_fn_loaded_from_disk", False) for m in compiled):
-        cache = getattr(getattr(getattr(runner, "vllm_config", None), "compilation_config", None),
-                        "local_cache_dir", None)
-        return f"{AOT_LOADED}{cache}"
+        from vllm import envs  # the AOT cache's root (the config's local_cache_dir moves on after loading)
+
+        return f"{AOT_LOADED}{os.path.join(envs.VLLM_CACHE_ROOT, 'torch_compile_cache', 'torch_aot_compile')}"
     if any(getattr(m, "aot_compiled_fn", None) is not None for m in compiled):
         return "AOT-compiled in this process"
     return "torch.compile (traced in this process)"
@@ -230,10 +235,11 @@ def run_canary(worker) -> dict:
 
 def startup_check(worker) -> None:
     """Run once per worker at the end of start-up (after compilation and graph capture, before the first
-    request; `Worker.compile_or_warm_up_model`): an opted-in engine whose graph does not add the contract's z
-    refuses to start. This is what makes vLLM's AOT compile cache safe for B-Trans engines: an artifact loaded
-    from disk (its key covers our wrappers, `plugin._patch_config`) must read the live latent buffers, or the
-    engine stops here, naming the artifact."""
+    request; `Worker.compile_or_warm_up_model`): an opted-in engine whose model does not add the contract's z
+    (the graph check through the model the runner calls, the per-norm check) refuses to start. This is what
+    makes vLLM's AOT compile cache safe for B-Trans engines: an artifact loaded from disk (its key covers our
+    wrappers, `plugin._patch_config`) must read the live latent buffers, or the engine stops here, naming vLLM's
+    AOT cache."""
     if getattr(worker.model_runner, "_btrans", None) is None:
         return  # a stock engine, or one whose refusal every latent request meets
     report = run_canary(worker)
@@ -244,7 +250,7 @@ def startup_check(worker) -> None:
     hint = ""
     if report["graph_source"].startswith(AOT_LOADED):
         hint = (f" The model came from vLLM's AOT compile cache ({report['graph_source'][len(AOT_LOADED):]}): "
-                f"delete that directory, or start with VLLM_USE_AOT_COMPILE=0.")
+                f"delete its artifacts there, or start with VLLM_USE_AOT_COMPILE=0.")
     raise LatentContentError(f"B-Trans: the start-up canary failed on rank {report['rank']} "
                              f"({report['graph_source']}): {' | '.join(report['errors'])}.{hint}")
 

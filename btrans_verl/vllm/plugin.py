@@ -33,10 +33,10 @@ What `register()` patches (each wrapper calls the original; requests without a l
                                                 collective_rpc targets: counters with the worker's ranks, and
                                                 the content canary (btrans_verl.vllm.canary)
                 Worker.compile_or_warm_up_model (and CPUWorker's)
-                                                the start-up canary: once the graph that will serve requests is
-                                                built (compiled, captured or loaded from vLLM's AOT cache), an
-                                                opted-in engine whose graph does not add the contract's z
-                                                refuses to start (`canary.startup_check`)
+                                                the start-up canary: once the model is built (compiled, graphs
+                                                captured or loaded from vLLM's AOT cache), an opted-in engine
+                                                whose model does not add the contract's z refuses to start
+                                                (`canary.startup_check`)
     V1 runner   GPUModelRunner.load_model       opted-in engines: the target norms wrapped and the slot table
                 (and CPUModelRunner.load_model) allocated (`worker.install_for_runner`)
                 GPUModelRunner._prepare_inputs  write this step's minds (new requests' rows) and slot indices

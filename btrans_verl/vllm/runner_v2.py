@@ -64,8 +64,9 @@ class V2Feeder:
 
     def zero(self) -> None:
         empty = np.zeros(0, dtype=np.int64)
+        steps = self.state.counters.steps
         self.state.fill([], [], empty, empty)
-        self.state.counters.steps -= 1  # a capture / warm-up call is not a step
+        self.state.counters.steps = steps  # a capture / warm-up call is not a step
 
 
 def hook_model_state(model_state, state) -> None:

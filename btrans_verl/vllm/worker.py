@@ -169,13 +169,20 @@ class LatentState:
         self.counters = WorkerCounters(norms_patched=len(norms), slot_table_bytes=self.table_bytes())
         self._filled = 0  # rows written last step (to reset)
         self._one_slot: tuple[int, int] | None = (0, max_tokens)  # see `one_slot`
+        self._canary_held = False  # the canary owns slot_idx (hold_canary .. release_canary)
 
     def one_slot(self, num_tokens: int) -> int | None:
         """The slot every one of the first num_tokens rows reads, when they all read one (a step without
         latents: 0; a lone request's prefill: its slot); None when they differ. Kept by every writer of
-        slot_idx; lets eager forwards skip the gather."""
+        slot_idx; lets eager forwards skip the gather. Never while a CUDA graph is being captured (the graph
+        would keep this step's branch: vLLM captures eager forwards in FULL cudagraph mode without compilation)
+        and only on CPU and CUDA devices (where that is known)."""
         one = self._one_slot
-        return one[0] if one is not None and num_tokens <= one[1] else None
+        if one is None or num_tokens > one[1] or self.device.type not in ("cpu", "cuda"):
+            return None
+        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        return one[0]
 
     def table_bytes(self) -> int:
         """Bytes of the slot table (what the latent takes from the KV cache)."""
@@ -301,6 +308,8 @@ class LatentState:
         """Write this step's per-token slot indices (and token-wise keys / mu / sigma). req_ids[i] has
         num_scheduled[i] tokens starting at absolute position num_computed[i], in the runner's current batch
         order."""
+        if self._canary_held:  # the canary's dummy forwards (V2 feeds them through here): its rows stay
+            return
         self.counters.steps += 1
         lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
         total = int(num_scheduled.sum())
@@ -369,6 +378,7 @@ class LatentState:
             self.keys.zero_(), self.mu.zero_(), self.sigma.zero_(), self.sigma_rel.zero_()
         self._filled = 0
         self._one_slot = (0, self.slot_idx.shape[0]) if lat is None else None
+        self._canary_held = True
         if lat is not None:
             self.write_minds([self.canary_slot], [lat])
             self.counters.minds_computed -= 1  # not a request's
@@ -377,6 +387,7 @@ class LatentState:
     def release_canary(self) -> None:
         self.slot_idx.zero_()
         self._one_slot = (0, self.slot_idx.shape[0])
+        self._canary_held = False
         for g in self.groups:
             g.minds[:, self.canary_slot].zero_()
 
