@@ -73,8 +73,12 @@ TABLE_BITS = 16
 TABLE_SIZE = 1 << TABLE_BITS
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for x in [0, 2**32), computed in two 16-bit halves so no int64 product overflows."""
+def _mul32(x, c: int):
+    """(x * c) mod 2**32 for x in [0, 2**32): on tensors (and ints) in two 16-bit halves so no int64 product
+    overflows; on numpy arrays in one uint64 product (unsigned numpy arithmetic wraps mod 2**64 by definition,
+    so its low 32 bits are exact)."""
+    if isinstance(x, np.ndarray) and x.ndim:
+        return ((x.view(np.uint64) * np.uint64(c)) & np.uint64(MASK32)).view(np.int64)
     lo, hi = c & MASK16, c >> 16
     return (x * lo + (((x * hi) & MASK16) << 16)) & MASK32
 
@@ -88,30 +92,45 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def _as_int64(values, device=None) -> torch.Tensor:
-    t = torch.as_tensor(values, dtype=torch.int64, device=device)
-    if t.numel() and (int(t.min()) < 0):
+def _as_int64(values, device=None):
+    """An int64 tensor; an int64 numpy array for a numpy input, a Python int for an int (the contract's
+    functions run on any of them: engines key a few minds on the host)."""
+    if isinstance(values, int) and not isinstance(values, bool):
+        if not 0 <= values <= MAX_SEED:
+            raise ValueError(f"latent seeds and positions must be in [0, 2**63), got {values}")
+        return values
+    if isinstance(values, np.ndarray):
+        t = values.astype(np.int64, copy=False)
+    else:
+        t = torch.as_tensor(values, dtype=torch.int64, device=device)
+    if (t.numel() if isinstance(t, torch.Tensor) else t.size) and int(t.min()) < 0:
         raise ValueError(f"latent seeds and positions must be non-negative, got min {int(t.min())}")
     return t
 
 
-def hypothesis_key(seeds, positions=None) -> torch.Tensor:
+def hypothesis_key(seeds, positions=None):
     """The 32-bit key of each sequence's mind (`positions=None`, granularity "sequence") or of each token
     (granularity "token": the key also absorbs the token's absolute position). Returns int64, seeds' shape
-    (broadcast with positions)."""
+    (broadcast with positions): a tensor, a numpy array for numpy seeds, an int for an int seed and position."""
     seeds = _as_int64(seeds, device=positions.device if isinstance(positions, torch.Tensor) else None)
     key = mix32(mix32((seeds & MASK32) ^ K_SEED) ^ (seeds >> 32))
     if positions is not None:
-        positions = _as_int64(positions, device=key.device)
+        positions = _as_int64(positions, device=getattr(key, "device", None))
         key = mix32(key ^ mix32((positions & MASK32) ^ K_POS))
     return key
 
 
-def norm_key(keys: torch.Tensor, norm_idx) -> torch.Tensor:
+def norm_salt(norm_idx):
+    """mix(norm_index ^ K_NORM): what a norm mixes into each hypothesis key (an int, or int64 tensors / arrays;
+    mix32 is exact on Python ints, int64 tensors and int64 numpy arrays alike)."""
+    return mix32((norm_idx & MASK32) ^ K_NORM)
+
+
+def norm_key(keys, norm_idx, salt=None):
     """Key of one wrapped norm's independent draw, from hypothesis keys (any shape). `norm_idx`: an int, or an
-    int64 tensor broadcast against keys (many norms in one pass: keys [R, 1], norm_idx [N] -> [R, N])."""
-    salt = mix32((norm_idx & MASK32) ^ K_NORM)  # mix32 is exact on Python ints and int64 tensors alike
-    return mix32(keys ^ salt)
+    int64 tensor broadcast against keys (many norms in one pass: keys [R, 1], norm_idx [N] -> [R, N]). `salt`:
+    `norm_salt(norm_idx)` when the caller keeps it (engines compute it once per norm)."""
+    return mix32(keys ^ (norm_salt(norm_idx) if salt is None else salt))
 
 
 @cache
@@ -142,30 +161,36 @@ def _on_device(device: torch.device, name: str, make, arg: int = 0) -> torch.Ten
     return _DEVICE_COPIES[k]
 
 
-def standard_normal_from_keys(keys: torch.Tensor, norm_idx, hidden: int,
-                              table: torch.Tensor | None = None, salts: torch.Tensor | None = None) -> torch.Tensor:
+def standard_normal_from_keys(keys, norm_idx, hidden: int, table=None, salts=None, norm_salts=None):
     """eps for each key: float32 [*shape, hidden], shape = keys.shape (broadcast with `norm_idx` when it is a
-    tensor). `table` / `salts` are `normal_table()` and `element_salts(hidden)` on keys' device; engines pass
-    their own fixed-address copies (graph capture)."""
+    tensor). `table` / `salts` / `norm_salts` are `normal_table()`, `element_salts(hidden)` and
+    `norm_salt(norm_idx)` on keys' device; engines pass their own fixed-address copies (graph capture). Runs on
+    torch tensors, or on numpy arrays (then `table` and `salts` are numpy arrays too): the same integers and
+    the same table entries either way."""
     if table is None:
         table = _on_device(keys.device, "table", normal_table)  # [65536]
     if salts is None:
         salts = _on_device(keys.device, "salts", lambda: element_salts(hidden), hidden)  # [hidden]
-    u = mix32(norm_key(keys, norm_idx).unsqueeze(-1) ^ salts)  # [..., hidden] uint32 in int64
+    u = mix32(norm_key(keys, norm_idx, norm_salts)[..., None] ^ salts)  # [..., hidden] uint32 in int64
     return table[u >> (32 - TABLE_BITS)]  # [..., hidden] float32
 
 
-def latent_from_keys(keys: torch.Tensor, norm_idx, hidden: int, mu=0.0, sigma=1.0,
-                     table: torch.Tensor | None = None, salts: torch.Tensor | None = None) -> torch.Tensor:
+def _column(v):
+    """A float32 per-key value (tensor or numpy array) as a column against [..., hidden]; floats as they are."""
+    if isinstance(v, torch.Tensor):
+        return v.to(torch.float32)[..., None]
+    if isinstance(v, np.ndarray):
+        return v.astype(np.float32, copy=False)[..., None]
+    return v
+
+
+def latent_from_keys(keys, norm_idx, hidden: int, mu=0.0, sigma=1.0, table=None, salts=None, norm_salts=None):
     """z = mu + sigma * eps, float32 [*shape, hidden] (shape: keys' broadcast with a tensor `norm_idx`). `mu` /
     `sigma` are floats or tensors of that shape (one value per key and norm: per-token mu / sigma in an engine
-    batch, or per-request, per-norm rows of an engine's mind table)."""
-    eps = standard_normal_from_keys(keys, norm_idx, hidden, table, salts)  # [..., hidden]
-    if isinstance(sigma, torch.Tensor):
-        sigma = sigma.to(torch.float32).unsqueeze(-1)  # [..., 1]
-    if isinstance(mu, torch.Tensor):
-        mu = mu.to(torch.float32).unsqueeze(-1)  # [..., 1]
-    return mu + sigma * eps
+    batch, or per-request, per-norm rows of an engine's mind table). Torch or numpy, as
+    `standard_normal_from_keys`: float32 multiply then add, the same roundings in both."""
+    eps = standard_normal_from_keys(keys, norm_idx, hidden, table, salts, norm_salts)  # [..., hidden]
+    return _column(mu) + _column(sigma) * eps
 
 
 def sample_latent(seed: int, norm_index: int, hidden: int, mu: float = 0.0, sigma: float = 1.0,

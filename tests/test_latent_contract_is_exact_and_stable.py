@@ -67,6 +67,29 @@ def test_batched_keys_equal_one_at_a_time():
         assert torch.equal(zb[i], sample_latent(s, 9, 32))
 
 
+def test_numpy_and_torch_give_the_same_integers_and_floats():
+    # CPU engines compute a mind's rows in numpy: the contract must not depend on the array library
+    import numpy as np
+
+    from btrans_verl.latent import element_salts, latent_from_keys, norm_salt
+
+    seeds = [0, 1, 2**40 + 3, 2**63 - 1]
+    norms = [0, 7, FINAL_NORM_INDEX]
+    mu, sigma = [[0.1, 0.0, -0.2]] * 4, [[0.3, 1.0, 2.5]] * 4  # [R, norms]
+    keys_t = hypothesis_key(torch.tensor(seeds))
+    keys_n = hypothesis_key(np.array(seeds, dtype=np.int64))
+    assert isinstance(keys_n, np.ndarray) and keys_n.tolist() == keys_t.tolist()
+    zt = latent_from_keys(keys_t[:, None], torch.tensor(norms), 32, torch.tensor(mu), torch.tensor(sigma))
+    zn = latent_from_keys(keys_n[:, None], norms, 32, np.array(mu, dtype=np.float32),
+                          np.array(sigma, dtype=np.float32), table=normal_table().numpy(),
+                          salts=element_salts(32).numpy(), norm_salts=norm_salt(np.array(norms, dtype=np.int64)))
+    assert zn.dtype == np.float32 and zn.shape == (4, 3, 32)
+    assert zn.tobytes() == zt.numpy().tobytes()
+    for r, s in enumerate(seeds):
+        for j, n in enumerate(norms):
+            assert torch.equal(zt[r, j], sample_latent(s, n, 32, mu[r][j], sigma[r][j]))
+
+
 def test_distinct_seeds_norms_and_positions_give_distinct_draws():
     a = sample_latent(1, 0, 256)
     assert not torch.equal(a, sample_latent(2, 0, 256))

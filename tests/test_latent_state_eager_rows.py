@@ -6,6 +6,7 @@ token-wise requests, a wake-up."""
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from btrans_verl.latent import norm_index, shift
@@ -17,10 +18,10 @@ HIDDEN = 8
 KINDS = ("input_layernorm", "post_attention_layernorm")
 
 
-def _state(**settings) -> LatentState:
+def _state(dtype=torch.float32, **settings) -> LatentState:
     names = [f"model.layers.0.{k}" for k in KINDS] + ["model.norm"]
     idx = [norm_index(0, k) for k in KINDS] + [norm_index(None, "final_norm")]
-    norms = [(n, i, k, HIDDEN, torch.float32) for n, i, k in zip(names, idx, (*KINDS, "final_norm"))]
+    norms = [(n, i, k, HIDDEN, dtype) for n, i, k in zip(names, idx, (*KINDS, "final_norm"))]
     return LatentState(max_tokens=16, max_minds=4, device=torch.device("cpu"), norms=norms,
                        settings=EngineSettings(**settings))
 
@@ -53,6 +54,8 @@ def test_one_slot_adds_exactly_what_the_gather_adds_in_every_case():
     # two minds in one step: the gather
     state.fill(["a", "b"], [_req(7), _req(8)], np.array([1, 1]), np.array([5, 0]))
     assert state.one_slot(2) is None
+    assert state.slot_idx[:2].tolist() == [state.slot_of["a"], state.slot_of["b"]]
+    assert not state.slot_idx[2:].any()  # the last step's longer rows are back to the zero latent
     _assert_eager_adds_what_the_graph_adds(state, 2)
 
     # a mind and a request without a latent: the gather (the plain request reads slot 0)
@@ -111,3 +114,21 @@ def test_a_fill_while_the_canary_holds_the_rows_leaves_them_to_it():
     state.release_canary()
     state.fill(["a"], [_req(7)], np.array([1]), np.array([3]))  # the next real step reads its own mind again
     assert state.one_slot(1) == state.slot_of["a"] and state.counters.steps == steps + 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # a numpy view / a tensor (no numpy bf16)
+def test_a_cpu_engine_writes_each_mind_the_contracts_rows(dtype):
+    # CPU engines compute rows on the host in numpy, devices in torch: either way a slot holds sample_latent's z
+    from btrans_verl.latent import sample_latent
+
+    state = _state(dtype)
+    seeds = {"a": 7, "b": 2**63 - 1, "c": 0}
+    state.fill(list(seeds), [_req(s, mu=0.25) for s in seeds.values()], np.array([2, 1, 1]), np.array([0, 0, 0]))
+    g = state.groups[0]
+    for rid, seed in seeds.items():
+        for j, idx in enumerate(g.norm_list):
+            want = sample_latent(seed, idx, HIDDEN, mu=0.25, sigma=0.5).to(dtype)
+            assert torch.equal(g.minds[j, state.slot_of[rid]], want), (rid, j)
+    state.restore()  # in place: the host views still write the table the forward reads
+    state.fill(["d"], [_req(11)], np.array([1]), np.array([0]))
+    assert torch.equal(g.minds[0, state.slot_of["d"]], sample_latent(11, g.norm_list[0], HIDDEN, sigma=0.5).to(dtype))

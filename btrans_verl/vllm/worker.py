@@ -11,13 +11,14 @@ How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same st
                           slot_idx  int64 [max_tokens]      which slot each scheduled token reads
                       and, only for engines that serve token-wise latents (granularity "token"): per-token
                       keys int64 [max_tokens], mu / sigma / sigma_rel float32 [kinds, max_tokens] and the norms'
-                      relative-sigma scales float32 [norms], with the contract's normal table and element salts on
-                      the device (the sequence path uses them to fill rows).
+                      relative-sigma scales float32 [norms], with the contract's normal table, element salts and
+                      norm salts on the device (the sequence path uses them to fill rows).
     2. each step      after the runner's `_prepare_inputs` (which fixed this step's request order and token
                       counts), `fill()`: a request seen for the first time gets a free slot and its z for every
-                      wrapped norm, computed once on the device from `btrans_verl.latent` (a kind it does not
-                      target: zeros); then every scheduled token's slot index is written (tokens without a
-                      latent and padding read slot 0). Token-wise requests write keys / mu / sigma instead.
+                      wrapped norm, computed once from `btrans_verl.latent` (on the device; a CPU engine on the
+                      host, in numpy; a kind it does not target: zeros); then every scheduled token's slot index
+                      is written (tokens without a latent and padding read slot 0; a step whose tokens all read
+                      one slot writes that one value). Token-wise requests write keys / mu / sigma instead.
     3. forward        norm output [tokens, hidden] + minds[norm][slot_idx]: one gather and one add per norm,
                       the same ops for every batch, no Python branching on request content, graph-safe
                       (token-wise engines add the contract's hash latent on top: keys, mu, sigma rows).
@@ -49,6 +50,7 @@ from btrans_verl.latent import (
     element_salts,
     hypothesis_key,
     latent_from_keys,
+    norm_salt,
     norm_scale,
     normal_table,
     shift,
@@ -118,11 +120,12 @@ class MindGroup:
                  slots: int, device: torch.device):
         self.hidden, self.dtype = hidden, dtype
         self.norm_list = tuple(norm_indices)
-        self.norm_idx = torch.tensor(norm_indices, dtype=torch.int64, device=device)  # [norms]
+        self.norm_salts = norm_salt(torch.tensor(norm_indices, dtype=torch.int64)).to(device)  # [norms] int64
         self.kind_rows = np.asarray(kind_rows, dtype=np.int64)  # [norms] -> row of the request's mu / sigma
         self.names: list[str] = []  # [norms] the wrapped modules' names (their weights set relative sigmas)
         self.minds = torch.zeros(len(norm_indices), slots, hidden, dtype=dtype, device=device)  # [norms, slots, h]
         self.scratch: torch.Tensor | None = None  # eager forwards: [max_tokens, hidden], the gathered rows
+        self.host: tuple | None = None  # CPU engines: numpy views for `LatentState.write_minds`
 
 
 class LatentState:
@@ -132,6 +135,8 @@ class LatentState:
     def __init__(self, max_tokens: int, max_minds: int, device: torch.device, norms: list[tuple],
                  settings: EngineSettings):
         self.device = device
+        self.on_host = device.type == "cpu"  # a CPU engine: minds are computed in numpy (`write_minds`)
+        self._shortcut = device.type in ("cpu", "cuda")  # where `one_slot` knows whether a graph is captured
         self.settings = settings
         self.kinds = tuple(k for k in NORM_KINDS if k in {kind for _, _, kind, _, _ in norms})
         self.token_latents = settings.token_latents
@@ -178,9 +183,9 @@ class LatentState:
         would keep this step's branch: vLLM captures eager forwards in FULL cudagraph mode without compilation)
         and only on CPU and CUDA devices (where that is known)."""
         one = self._one_slot
-        if one is None or num_tokens > one[1] or self.device.type not in ("cpu", "cuda"):
+        if one is None or num_tokens > one[1] or not self._shortcut:
             return None
-        if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        if not self.on_host and torch.cuda.is_current_stream_capturing():
             return None
         return one[0]
 
@@ -191,17 +196,17 @@ class LatentState:
     # ------------------------------------------------------------------------------------------ sleep / wake
     def restore(self) -> None:
         """Rebuild every tensor the latent reads, in place (same addresses: compiled graphs and captured CUDA
-        graphs keep reading them): the normal table and element salts from the contract, the slot table and
-        per-token rows zeroed, every slot forgotten (minds are recomputed at their next step). Run after vLLM
-        wakes the weights up: sleep level 2 (verl's default in hybrid mode) discards the memory pool that
-        `load_model` allocated them in and restores only the model's registered buffers. (Every tensor of this
-        state is rebuilt here; a new one must be added.)"""
+        graphs keep reading them): the normal table, element salts and norm salts from the contract, the slot
+        table and per-token rows zeroed, every slot forgotten (minds are recomputed at their next step). Run
+        after vLLM wakes the weights up: sleep level 2 (verl's default in hybrid mode) discards the memory pool
+        that `load_model` allocated them in and restores only the model's registered buffers. (Every tensor of
+        this state is rebuilt here; a new one must be added.)"""
         self.table.copy_(normal_table())
         for hidden, salts in self.salts.items():
             salts.copy_(element_salts(hidden))
         for g in self.groups:
             g.minds.zero_()
-            g.norm_idx.copy_(torch.tensor(g.norm_list, dtype=torch.int64))
+            g.norm_salts.copy_(norm_salt(torch.tensor(g.norm_list, dtype=torch.int64)))
         self.slot_idx.zero_()
         if self.token_latents:
             self.keys.zero_(), self.mu.zero_(), self.sigma.zero_(), self.sigma_rel.zero_(), self.scale_t.zero_()
@@ -238,32 +243,53 @@ class LatentState:
 
     # ------------------------------------------------------------------------------------------ minds
     def write_minds(self, slots: list[int], lats: list[LatentRequest]) -> None:
-        """Compute each mind's z at every wrapped norm (zeros at kinds it does not target) into its slot, on the
-        device, from the contract (this state's table and salts)."""
-        seeds = torch.tensor([lat.seed for lat in lats], dtype=torch.int64)
-        keys = hypothesis_key(seeds).to(self.device)  # [R]
+        """Compute each mind's z at every wrapped norm (zeros at kinds it does not target) into its slot, from
+        the contract with this state's table and salts: on the device, or, for a CPU engine, on the host (keys
+        from Python ints, rows in numpy on views of the same buffers: a few arrays of [minds, norms, hidden],
+        where numpy's per-op cost is a fraction of torch's; the same integers, table entries and float32
+        roundings)."""
+        host = self.on_host
+        if host:
+            keys = np.array([hypothesis_key(lat.seed) for lat in lats], dtype=np.int64)  # [R]
+        else:
+            keys = hypothesis_key(torch.tensor([lat.seed for lat in lats], dtype=torch.int64)).to(self.device)
         mu = np.zeros((len(lats), len(self.kinds)), dtype=np.float32)  # [R, kinds]
         sigma = np.zeros((len(lats), len(self.kinds)), dtype=np.float32)  # [R, kinds]
         for r, lat in enumerate(lats):
             for k, kind in enumerate(self.kinds):
                 if kind in lat.targets:
                     mu[r, k], sigma[r, k] = lat.mu, lat.sigma
-        slot_t = torch.tensor(slots, dtype=torch.int64, device=self.device)  # [R]
         relative = {lat.sigma_scale for lat in lats} - {"absolute"}
         scales = {rule: self.scales(rule) for rule in relative}
         for gi, g in enumerate(self.groups):
-            g_mu = torch.from_numpy(mu[:, g.kind_rows]).to(self.device)  # [R, norms]
+            g_mu = mu[:, g.kind_rows]  # [R, norms] float32
             sig = sigma[:, g.kind_rows]  # [R, norms] float32
             for rule in relative:  # norm j's std: f32(sigma) * f32(scale_j), as latent.norm_sigma
                 rows = [r for r, lat in enumerate(lats) if lat.sigma_scale == rule]
                 sig[rows] = sig[rows] * scales[rule][gi][None, :]
-            g_sigma = torch.from_numpy(sig).to(self.device)  # [R, norms]
+            if not host:
+                g_mu, sig = torch.from_numpy(g_mu).to(self.device), torch.from_numpy(sig).to(self.device)
+            table, salts, norm_salts, minds = self._contract_arrays(g)
             step = max(1, _ROW_BUDGET // (len(g.kind_rows) * g.hidden))
             for a in range(0, len(lats), step):
-                z = latent_from_keys(keys[a:a + step, None], g.norm_idx, g.hidden, g_mu[a:a + step],
-                                     g_sigma[a:a + step], table=self.table, salts=self.salts[g.hidden])  # [r, N, h]
-                g.minds[:, slot_t[a:a + step]] = z.transpose(0, 1).to(g.dtype)  # [N, r, h]
+                z = latent_from_keys(keys[a:a + step, None], g.norm_list, g.hidden, g_mu[a:a + step],
+                                     sig[a:a + step], table=table, salts=salts, norm_salts=norm_salts)  # [r, N, h]
+                if isinstance(minds, np.ndarray):  # a float32 table's numpy view
+                    minds[:, slots[a:a + step]] = z.transpose(1, 0, 2)  # [N, r, h]
+                else:
+                    minds[:, slots[a:a + step]] = torch.as_tensor(z).to(self.device).transpose(0, 1).to(g.dtype)
         self.counters.minds_computed += len(lats)
+
+    def _contract_arrays(self, g: MindGroup) -> tuple:
+        """What `write_minds` reads and writes for a group: the table, element salts, norm salts and minds of
+        this state; on a CPU engine numpy views of them (the same memory, so kept: `restore` rewrites in place),
+        except a minds table numpy cannot hold bit for bit (not float32), which stays a tensor."""
+        if not self.on_host:
+            return self.table, self.salts[g.hidden], g.norm_salts, g.minds
+        if g.host is None:
+            minds = g.minds.numpy() if g.dtype == torch.float32 else g.minds
+            g.host = (self.table.numpy(), self.salts[g.hidden].numpy(), g.norm_salts.numpy(), minds)
+        return g.host
 
     def _slot_for(self, req_id: str, lat: LatentRequest, batch: set[str], new: list) -> int:
         slot = self.slot_of.get(req_id)
@@ -313,43 +339,45 @@ class LatentState:
         self.counters.steps += 1
         lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
         total = int(num_scheduled.sum())
-        if self._filled:  # rows of the last step: back to the zero latent (padding reads zeros)
-            self.slot_idx[: self._filled].zero_()
-            if self.token_latents:
-                self.mu[:, : self._filled].zero_(), self.sigma[:, : self._filled].zero_()
-                self.sigma_rel[:, : self._filled].zero_()
-                self.keys[: self._filled].zero_()
-            self._filled = 0
-        self._one_slot = (0, self.slot_idx.shape[0])  # every row reads the zero latent
         active = [i for i, lat in enumerate(lats) if lat is not None]
+        token_wise = [i for i in active if lats[i].granularity == "token"]
+        # rows of the last step that this one does not rewrite: back to the zero latent (padding reads zeros)
+        if self._filled > (kept := total if active else 0):
+            self.slot_idx[kept: self._filled].zero_()
+        if self.token_latents and self._filled > (kept := total if token_wise else 0):
+            self.mu[:, kept: self._filled].zero_(), self.sigma[:, kept: self._filled].zero_()
+            self.sigma_rel[:, kept: self._filled].zero_(), self.keys[kept: self._filled].zero_()
+        self._filled = 0
+        self._one_slot = (0, self.slot_idx.shape[0])  # every row reads the zero latent
         if not active:
             return
         slots = np.zeros(len(lats), dtype=np.int64)  # [reqs]
         batch, new = set(req_ids), []
-        token_wise = [i for i in active if lats[i].granularity == "token"]
         for i in active:
             if lats[i].granularity == "sequence":
                 slots[i] = self._slot_for(req_ids[i], lats[i], batch, new)
         if new:
             self.write_minds([s for s, _ in new], [lat for _, lat in new])
-        req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
-        token_slots = slots[req_idx]  # [tokens]
-        self.slot_idx[:total].copy_(torch.from_numpy(token_slots), non_blocking=True)
-        first = int(token_slots[0]) if total else 0
-        if first and (token_slots == first).all():
-            self._one_slot = (first, total)
-        elif first or token_slots.any():
+        scheduled = slots[num_scheduled > 0]  # [reqs with tokens this step]
+        first = int(scheduled[0]) if scheduled.size else 0
+        if (scheduled == first).all():  # every token reads one slot: no per-token array (a lone prefill)
+            self.slot_idx[:total].fill_(first)
+            if first:
+                self._one_slot = (first, total)
+        else:
+            self.slot_idx[:total].copy_(torch.from_numpy(np.repeat(slots, num_scheduled)), non_blocking=True)
             self._one_slot = None
         if token_wise:
-            self._fill_token_wise(lats, token_wise, req_idx, num_scheduled, num_computed, total)
+            self._fill_token_wise(lats, token_wise, num_scheduled, num_computed, total)
         self._filled = total
-        shifted = np.array([lat is not None and (lat.sigma != 0 or lat.mu != 0) for lat in lats])
-        n_shifted = int(shifted[req_idx].sum())
+        shifted = np.array([lat is not None and (lat.sigma != 0 or lat.mu != 0) for lat in lats])  # [reqs]
+        n_shifted = int(num_scheduled[shifted].sum())
         self.counters.tokens_shifted += n_shifted
         self.counters.steps_with_latent += int(n_shifted > 0)
 
-    def _fill_token_wise(self, lats, token_wise, req_idx, num_scheduled, num_computed, total) -> None:
+    def _fill_token_wise(self, lats, token_wise, num_scheduled, num_computed, total) -> None:
         """The ablation's rows: a key per token (its request's seed and absolute position), mu / sigma per kind."""
+        req_idx = np.repeat(np.arange(len(lats)), num_scheduled)  # [tokens] -> request
         seeds = np.zeros(len(lats), dtype=np.int64)
         mus = np.zeros((len(self.kinds), len(lats)), dtype=np.float32)  # [kinds, reqs]
         sigmas = np.zeros((2, len(self.kinds), len(lats)), dtype=np.float32)  # [absolute | relative, kinds, reqs]
