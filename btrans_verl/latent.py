@@ -75,16 +75,19 @@ TABLE_SIZE = 1 << TABLE_BITS
 
 def _mul32(x, c: int):
     """(x * c) mod 2**32 for x in [0, 2**32): on tensors (and ints) in two 16-bit halves so no int64 product
-    overflows; on numpy arrays in one uint64 product (unsigned numpy arithmetic wraps mod 2**64 by definition,
-    so its low 32 bits are exact)."""
+    overflows; on numpy arrays in one unsigned product (unsigned numpy arithmetic wraps by definition: a uint32
+    array's product is the result, an int64 array's uint64 product keeps it in its low 32 bits)."""
     if isinstance(x, np.ndarray) and x.ndim:
+        if x.dtype == np.uint32:
+            return x * np.uint32(c)
         return ((x.view(np.uint64) * np.uint64(c)) & np.uint64(MASK32)).view(np.int64)
     lo, hi = c & MASK16, c >> 16
     return (x * lo + (((x * hi) & MASK16) << 16)) & MASK32
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit avalanche hash of the uint32 values held in an int64 tensor."""
+    """A bijective 32-bit avalanche hash of the uint32 values held in an int64 tensor (or an int, an int64 or
+    uint32 numpy array)."""
     x = x ^ (x >> 16)
     x = _mul32(x, _M1)
     x = x ^ (x >> 15)

@@ -250,7 +250,7 @@ class LatentState:
         roundings)."""
         host = self.on_host
         if host:
-            keys = np.array([hypothesis_key(lat.seed) for lat in lats], dtype=np.int64)  # [R]
+            keys = np.array([hypothesis_key(lat.seed) for lat in lats], dtype=np.uint32)  # [R]
         else:
             keys = hypothesis_key(torch.tensor([lat.seed for lat in lats], dtype=torch.int64)).to(self.device)
         mu = np.zeros((len(lats), len(self.kinds)), dtype=np.float32)  # [R, kinds]
@@ -282,13 +282,15 @@ class LatentState:
 
     def _contract_arrays(self, g: MindGroup) -> tuple:
         """What `write_minds` reads and writes for a group: the table, element salts, norm salts and minds of
-        this state; on a CPU engine numpy views of them (the same memory, so kept: `restore` rewrites in place),
-        except a minds table numpy cannot hold bit for bit (not float32), which stays a tensor."""
+        this state. On a CPU engine: the table and the minds as numpy views (the same memory: `restore` rewrites
+        it in place; a minds table numpy cannot hold bit for bit, not float32, stays a tensor), the salts as
+        uint32 arrays (the contract's hash in uint32 arithmetic: half the bytes, one op per product)."""
         if not self.on_host:
             return self.table, self.salts[g.hidden], g.norm_salts, g.minds
         if g.host is None:
             minds = g.minds.numpy() if g.dtype == torch.float32 else g.minds
-            g.host = (self.table.numpy(), self.salts[g.hidden].numpy(), g.norm_salts.numpy(), minds)
+            g.host = (self.table.numpy(), self.salts[g.hidden].numpy().astype(np.uint32),
+                      g.norm_salts.numpy().astype(np.uint32), minds)
         return g.host
 
     def _slot_for(self, req_id: str, lat: LatentRequest, batch: set[str], new: list) -> int:
