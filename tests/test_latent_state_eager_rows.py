@@ -132,3 +132,59 @@ def test_a_cpu_engine_writes_each_mind_the_contracts_rows(dtype):
     state.restore()  # in place: the host views still write the table the forward reads
     state.fill(["d"], [_req(11)], np.array([1]), np.array([0]))
     assert torch.equal(g.minds[0, state.slot_of["d"]], sample_latent(11, g.norm_list[0], HIDDEN, sigma=0.5).to(dtype))
+
+
+def test_a_step_with_the_last_steps_batch_keeps_its_rows_and_any_change_rewrites_them():
+    # decode in steady state writes nothing; a request leaving, a weight sync, a wake-up or other token counts
+    # make the next step write its rows again
+    state = _state()
+    reqs = [_req(7), _req(8, sigma_scale="weight_rms")]
+    state.modules = {name: SimpleNamespace(weight=torch.full((HIDDEN,), 2.0)) for g in state.groups for name in g.names}
+    state.fill(["a", "b"], reqs, np.array([3, 2]), np.array([0, 0]))
+    rows = state.slot_idx[:5].tolist()
+    assert rows == [state.slot_of["a"]] * 3 + [state.slot_of["b"]] * 2
+    computed, shifted = state.counters.minds_computed, state.counters.tokens_shifted
+    state.slot_idx[:5] = 0  # were the steady step to rewrite the rows, this would not stand
+    state.fill(["a", "b"], reqs, np.array([3, 2]), np.array([3, 2]))
+    assert not state.slot_idx[:5].any()
+    assert state.counters.tokens_shifted == shifted + 5 and state.counters.minds_computed == computed
+    state.fill(["a", "b"], reqs, np.array([1, 1]), np.array([6, 4]))  # other token counts: written
+    assert state.slot_idx[:2].tolist() == [state.slot_of["a"], state.slot_of["b"]] and not state.slot_idx[2:].any()
+    _assert_eager_adds_what_the_graph_adds(state, 2)
+
+    state.weights_changed()  # b's relative mind loses its slot: the same batch must rebuild it
+    assert "b" not in state.slot_of
+    state.fill(["a", "b"], reqs, np.array([1, 1]), np.array([7, 5]))
+    assert state.counters.minds_computed == computed + 1 and "b" in state.slot_of
+    assert state.slot_idx[:2].tolist() == [state.slot_of["a"], state.slot_of["b"]]
+
+    state.forget(["b"])  # b finished; a new request takes its place in the batch under the same id
+    state.fill(["a", "b"], [reqs[0], _req(9)], np.array([1, 1]), np.array([8, 0]))
+    assert state.requests["b"].seed == 9 and state.counters.minds_computed == computed + 2
+
+    state.fill(["a"], reqs[:1], np.array([1]), np.array([9]))  # absolute minds only from here on
+    state.fill(["a"], reqs[:1], np.array([1]), np.array([10]))
+    state.restore()  # a wake-up forgets every slot: the same batch writes its rows again
+    state.fill(["a"], reqs[:1], np.array([1]), np.array([11]))
+    assert state.counters.minds_computed == computed + 3 and state.one_slot(1) == state.slot_of["a"] > 0
+    _assert_eager_adds_what_the_graph_adds(state, 1)
+
+    state.hold_canary(None)  # the canary's forwards take the rows, and give them back zeroed
+    state.release_canary()
+    state.fill(["a"], reqs[:1], np.array([1]), np.array([12]))
+    assert state.slot_idx[0] == state.slot_of["a"] > 0 and state.one_slot(1) == state.slot_of["a"]
+
+    state.fill(["c"], [_req(None)], np.array([1]), np.array([0]))  # a batch without latents, twice
+    state.fill(["c"], [_req(None)], np.array([1]), np.array([1]))
+    assert not state.slot_idx.any() and state.one_slot(16) == 0
+
+
+def test_a_token_wise_step_between_two_equal_batches_makes_the_second_write_its_rows():
+    state = _state(granularity="token")
+    seq, tok = [_req(7)], [_req(8, granularity="token")]
+    state.fill(["a"], seq, np.array([2]), np.array([0]))
+    state.fill(["t"], tok, np.array([2]), np.array([0]))  # the token-wise step writes its own rows
+    assert not state.slot_idx.any() and state.keys[:2].all()
+    state.fill(["a"], seq, np.array([2]), np.array([2]))  # the first batch again: its rows written anew
+    assert state.slot_idx[:2].tolist() == [state.slot_of["a"]] * 2 and not state.keys.any()
+    _assert_eager_adds_what_the_graph_adds(state, 2)

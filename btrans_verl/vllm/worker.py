@@ -18,7 +18,9 @@ How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same st
                       wrapped norm, computed once from `btrans_verl.latent` (on the device; a CPU engine on the
                       host, in numpy; a kind it does not target: zeros); then every scheduled token's slot index
                       is written (tokens without a latent and padding read slot 0; a step whose tokens all read
-                      one slot writes that one value). Token-wise requests write keys / mu / sigma instead.
+                      one slot writes that one value; a step with the last step's batch, in the same order with
+                      as many tokens each, writes nothing: a decode step in steady state). Token-wise requests
+                      write keys / mu / sigma instead.
     3. forward        norm output [tokens, hidden] + minds[norm][slot_idx]: one gather and one add per norm,
                       the same ops for every batch, no Python branching on request content, graph-safe
                       (token-wise engines add the contract's hash latent on top: keys, mu, sigma rows).
@@ -124,7 +126,9 @@ class MindGroup:
         self.kind_rows = np.asarray(kind_rows, dtype=np.int64)  # [norms] -> row of the request's mu / sigma
         self.names: list[str] = []  # [norms] the wrapped modules' names (their weights set relative sigmas)
         self.minds = torch.zeros(len(norm_indices), slots, hidden, dtype=dtype, device=device)  # [norms, slots, h]
+        self.per_norm = self.minds.unbind(0)  # views: norm j's table [slots, hidden]
         self.scratch: torch.Tensor | None = None  # eager forwards: [max_tokens, hidden], the gathered rows
+        self.views: tuple | None = None  # eager forwards: (n, slot_idx[:n], scratch[:n]) of the last step's n
         self.host: tuple | None = None  # CPU engines: numpy views for `LatentState.write_minds`
 
 
@@ -174,6 +178,9 @@ class LatentState:
         self.counters = WorkerCounters(norms_patched=len(norms), slot_table_bytes=self.table_bytes())
         self._filled = 0  # rows written last step (to reset)
         self._one_slot: tuple[int, int] | None = (0, max_tokens)  # see `one_slot`
+        # the last step's batch (request ids, tokens scheduled, tokens shifted) while its rows stand unchanged:
+        # a step with the same batch (a decode step in steady state) has nothing to write (see `fill`)
+        self._last_batch: tuple | None = None
         self._canary_held = False  # the canary owns slot_idx (hold_canary .. release_canary)
 
     def one_slot(self, num_tokens: int) -> int | None:
@@ -215,6 +222,7 @@ class LatentState:
         self.slot_of.clear()
         self._filled = 0
         self._one_slot = (0, self.slot_idx.shape[0])
+        self._last_batch = None
 
     # ------------------------------------------------------------------------------------------ relative sigma
     def weights_changed(self) -> None:
@@ -227,6 +235,7 @@ class LatentState:
             if lat is not None and lat.sigma_scale != "absolute":
                 del self.slot_of[req_id]
                 self.free.append(slot)
+                self._last_batch = None
 
     def scales(self, rule: str) -> list[np.ndarray]:
         """Per group, the float32 [norms] scales of `rule` (`btrans_verl.latent.SIGMA_SCALES`) read from the
@@ -326,7 +335,8 @@ class LatentState:
 
     def forget(self, req_ids) -> None:
         for r in req_ids:
-            self.requests.pop(r, None)
+            if self.requests.pop(r, None) is not None:
+                self._last_batch = None
             slot = self.slot_of.pop(r, None)
             if slot is not None:
                 self.free.append(slot)
@@ -339,6 +349,14 @@ class LatentState:
         if self._canary_held:  # the canary's dummy forwards (V2 feeds them through here): its rows stay
             return
         self.counters.steps += 1
+        last = self._last_batch
+        if last is not None and last[0] == req_ids and np.array_equal(last[1], num_scheduled):
+            # the last step's requests, in the same order, with as many tokens each (decode in steady state): the
+            # rows it wrote are this step's (every change to a slot or a request resets `_last_batch`)
+            self.counters.tokens_shifted += last[2]
+            self.counters.steps_with_latent += int(last[2] > 0)
+            return
+        self._last_batch = None
         lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
         total = int(num_scheduled.sum())
         active = [i for i, lat in enumerate(lats) if lat is not None]
@@ -352,6 +370,7 @@ class LatentState:
         self._filled = 0
         self._one_slot = (0, self.slot_idx.shape[0])  # every row reads the zero latent
         if not active:
+            self._last_batch = (list(req_ids), num_scheduled.copy(), 0)
             return
         slots = np.zeros(len(lats), dtype=np.int64)  # [reqs]
         batch, new = set(req_ids), []
@@ -376,6 +395,8 @@ class LatentState:
         n_shifted = int(num_scheduled[shifted].sum())
         self.counters.tokens_shifted += n_shifted
         self.counters.steps_with_latent += int(n_shifted > 0)
+        if not token_wise:  # token-wise rows depend on positions: rewritten every step
+            self._last_batch = (list(req_ids), num_scheduled.copy(), n_shifted)
 
     def _fill_token_wise(self, lats, token_wise, num_scheduled, num_computed, total) -> None:
         """The ablation's rows: a key per token (its request's seed and absolute position), mu / sigma per kind."""
@@ -417,6 +438,7 @@ class LatentState:
     def release_canary(self) -> None:
         self.slot_idx.zero_()
         self._one_slot = (0, self.slot_idx.shape[0])
+        self._last_batch = None
         self._canary_held = False
         for g in self.groups:
             g.minds[:, self.canary_slot].zero_()
@@ -431,16 +453,19 @@ class LatentState:
         allocation per norm and step: on CPU, fresh [tokens, hidden] tensors cost page faults). The same values
         as `shift(normed, rows(...))`. When every row reads one slot (`one_slot`), no gather: slot 0 adds
         nothing, another slot adds its row to every token (a broadcast, the same sums)."""
-        g = self.groups[group]
         n = normed.shape[0]
         one = self.one_slot(n)
         if one == 0:
             return normed
+        g = self.groups[group]
         if one is not None:
-            return normed.add_(g.minds[j, one])  # [hidden] over [tokens, hidden] or [tokens, heads, head_dim]
-        if g.scratch is None or g.scratch.shape[0] < n:
-            g.scratch = torch.empty(max(n, self.slot_idx.shape[0]), g.hidden, dtype=g.dtype, device=self.device)
-        rows = torch.index_select(g.minds[j], 0, self.slot_idx[:n], out=g.scratch[:n])  # [tokens, hidden]
+            return normed.add_(g.per_norm[j][one])  # [hidden] over [tokens, hidden] or [tokens, heads, head_dim]
+        views = g.views
+        if views is None or views[0] != n:  # every norm of a step, and every step of a decode, has the same n
+            if g.scratch is None:
+                g.scratch = torch.empty(self.slot_idx.shape[0], g.hidden, dtype=g.dtype, device=self.device)
+            views = g.views = (n, self.slot_idx[:n], g.scratch[:n])
+        rows = torch.index_select(g.per_norm[j], 0, views[1], out=views[2])  # [tokens, hidden]
         return normed.add_(rows.unsqueeze(1) if normed.dim() == 3 else rows)
 
     def token_latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int, position: int) -> torch.Tensor:
