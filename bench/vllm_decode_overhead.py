@@ -16,6 +16,12 @@ Workloads:
 Compiled engines (`--no-eager`): both engines follow VLLM_USE_AOT_COMPILE (vLLM's default with torch >= 2.10: on),
 each under its own compile-cache key; `graph_source` in the output says what each engine's model executes.
 
+Engines are built stock first; `--btrans-first` builds the B-Trans engine first. The engine built second can
+run a few per cent faster or slower than the first for reasons of its own (measured with `--aa`), so a ratio is
+read from a pair of runs, one per order: their geometric mean cancels a bias that follows the build order.
+`--aa` (A/A): both engines stock, the second labelled "btrans" and sent no latents: the ratio then measures
+this layout's own bias between two engines of one process (1.0 when there is none).
+
 Each round runs the workload once on each engine (order flipped every round, so drift hits both alike); the
 figure is the median over rounds of B-Trans / stock throughput in the same round, with its min-max. Also
 printed: the KV-cache blocks each engine got (what the slot table takes from the cache; on CPU the cache is a fixed
@@ -66,6 +72,8 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--repeats", type=int, default=1, help="prefill: one-prompt requests per round, in turn")
     ap.add_argument("--no-eager", action="store_true", help="let vLLM compile / capture graphs")
+    ap.add_argument("--btrans-first", action="store_true", help="build the B-Trans engine first")
+    ap.add_argument("--aa", action="store_true", help="A/A: both engines stock, no latents (the bench's bias)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     prefill = args.workload == "prefill"
@@ -91,12 +99,11 @@ def main() -> None:
     common = dict(model=path, skip_tokenizer_init=True, enforce_eager=not args.no_eager, dtype=args.dtype,
                   max_model_len=prompt_len + new_tokens + 16, max_num_seqs=max(batch, 1), seed=0,
                   enable_prefix_caching=False, max_num_batched_tokens=max(prompt_len + 16, 2048))
-    t0 = time.perf_counter()
-    engines = {"stock": LLM(**common, additional_config={})}
-    start = {"stock": time.perf_counter() - t0}
-    t0 = time.perf_counter()
-    engines["btrans"] = LLM(**common, additional_config={"btrans": True})
-    start["btrans"] = time.perf_counter() - t0
+    engines, start = {}, {}
+    for which in ("btrans", "stock") if args.btrans_first else ("stock", "btrans"):
+        t0 = time.perf_counter()
+        engines[which] = LLM(**common, additional_config={"btrans": True} if which == "btrans" and not args.aa else {})
+        start[which] = time.perf_counter() - t0
     prompts = [TokensPrompt(prompt_token_ids=[(13 * i + 7 * j) % 200 + 10 for j in range(prompt_len)])
                for i in range(batch)]
 
@@ -105,7 +112,8 @@ def main() -> None:
         for k in range(repeats):
             seeds = [1000 * (repeats * round_ + k) + i for i in range(batch)]
             sps = [SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True, detokenize=False,
-                                  extra_args=latent_args(seed, args.sigma) if which == "btrans" else None)
+                                  extra_args=latent_args(seed, args.sigma) if which == "btrans" and not args.aa
+                                  else None)
                    for seed in seeds]
             t0 = time.perf_counter()
             outs = engines[which].generate(prompts, sps, use_tqdm=False)
@@ -123,7 +131,7 @@ def main() -> None:
         stock_tps.append(tps["stock"])
     after = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
     stock_counters = sum_worker_counters(engines["stock"].collective_rpc("btrans_counters"))
-    sent = args.rounds * batch * repeats
+    sent = 0 if args.aa else args.rounds * batch * repeats
     if after["requests_with_latent"] - before["requests_with_latent"] != sent:
         raise SystemExit(f"the B-Trans engine counted {after['requests_with_latent'] - before['requests_with_latent']} "
                          f"requests with a latent, {sent} were sent")
@@ -134,7 +142,7 @@ def main() -> None:
     result = {
         "model": args.model, "workload": args.workload, "dtype": args.dtype, "eager": not args.no_eager,
         "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": args.rounds, "repeats": repeats,
-        "sigma": args.sigma,
+        "sigma": args.sigma, "aa": args.aa, "built_first": "btrans" if args.btrans_first else "stock",
         ("stock_prompt_tokens_per_s_median" if prefill else "stock_tokens_per_s_median"):
             round(statistics.median(stock_tps), 1),
         "btrans_over_stock_median": round(statistics.median(ratios), 4),
