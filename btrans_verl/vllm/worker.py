@@ -353,8 +353,7 @@ class LatentState:
         if last is not None and last[0] == req_ids and np.array_equal(last[1], num_scheduled):
             # the last step's requests, in the same order, with as many tokens each (decode in steady state): the
             # rows it wrote are this step's (every change to a slot or a request resets `_last_batch`)
-            self.counters.tokens_shifted += last[2]
-            self.counters.steps_with_latent += int(last[2] > 0)
+            self._count_shifted(last[2])
             return
         self._last_batch = None
         lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
@@ -393,10 +392,14 @@ class LatentState:
         self._filled = total
         shifted = np.array([lat is not None and (lat.sigma != 0 or lat.mu != 0) for lat in lats])  # [reqs]
         n_shifted = int(num_scheduled[shifted].sum())
-        self.counters.tokens_shifted += n_shifted
-        self.counters.steps_with_latent += int(n_shifted > 0)
+        self._count_shifted(n_shifted)
         if not token_wise:  # token-wise rows depend on positions: rewritten every step
             self._last_batch = (list(req_ids), num_scheduled.copy(), n_shifted)
+
+    def _count_shifted(self, n_shifted: int) -> None:
+        """A step's proof counters: its tokens that carried a non-zero latent, and whether it had any."""
+        self.counters.tokens_shifted += n_shifted
+        self.counters.steps_with_latent += int(n_shifted > 0)
 
     def _fill_token_wise(self, lats, token_wise, num_scheduled, num_computed, total) -> None:
         """The ablation's rows: a key per token (its request's seed and absolute position), mu / sigma per kind."""
