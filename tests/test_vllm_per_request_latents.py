@@ -22,7 +22,7 @@ from btrans_verl.hf import attach  # noqa: E402
 from btrans_verl.latent import LatentConfig  # noqa: E402
 from btrans_verl.seeds import child_seed  # noqa: E402
 from btrans_verl.tiny import tiny_model  # noqa: E402
-from btrans_verl.vllm.requests import latent_args, parse_latent_request  # noqa: E402
+from btrans_verl.vllm.requests import latent_args, latent_of, parse_latent_request  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts vLLM engines: skipped by `make test-fast`
 
@@ -252,6 +252,15 @@ def test_malformed_latent_arguments_are_rejected_naming_the_key(llm):
                                      extra_args=latent_args(1, 0.1, targets=["input_layernorm", "q_norm"]))])
 
 
+def test_a_latent_is_parsed_once_per_params_object_and_again_when_its_arguments_are_replaced():
+    sp = params(3)
+    lat = latent_of(sp)
+    assert lat == parse_latent_request(sp.extra_args) and latent_of(sp) is lat  # kept on the object
+    sp.extra_args = latent_args(4, SIGMA)  # a child's own mind: a new arguments object
+    assert latent_of(sp).seed == 4
+    assert latent_of(params(None)) is None and latent_of(None) is None
+
+
 def test_flat_and_nested_arguments_name_the_same_mind():
     assert parse_latent_request({"btrans_seed": "12", "btrans_sigma": 0.5}) == parse_latent_request(
         {"btrans": {"seed": 12, "sigma": 0.5}})
@@ -364,6 +373,38 @@ def test_an_engine_not_opted_in_is_stock_vllm_and_refuses_latents(llm, model_dir
     ours = tokens(llm.generate([TokensPrompt(prompt_token_ids=p) for p, _ in reqs],
                                [params(None, n=n, ignore_eos=True) for _, (n, _) in reqs]))
     assert ours == stock["tokens"]
+
+
+def test_a_caller_reusing_its_params_with_a_new_seed_gets_the_new_mind(model_dir):
+    """Each process parses a request's latent once (`latent_of`), on vLLM's own clone of the caller's params: with
+    an in-process engine core that clone reaches the workers. The caller's object is parsed afresh every call, so a
+    caller that edits its SamplingParams in place between calls gets the edited mind."""
+    code = textwrap.dedent(f"""
+        import json, os
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+        if __name__ == "__main__":
+            llm = LLM(model={model_dir!r}, skip_tokenizer_init=True, enforce_eager=True, dtype="float32", seed=0,
+                      max_model_len=128, additional_config={{"btrans": True}})
+            p = TokensPrompt(prompt_token_ids={PROMPT!r})
+            def sp(seed):
+                return SamplingParams(temperature=0.0, max_tokens=12, detokenize=False,
+                                      extra_args={{"btrans": {{"seed": seed, "sigma": {SIGMA!r}}}}})
+            fresh = [list(o.outputs[0].token_ids) for o in llm.generate([p, p], [sp(21), sp(22)])]
+            reused, again = sp(21), []
+            for seed in (21, 22):
+                reused.extra_args["btrans"]["seed"] = seed
+                again.append(list(llm.generate([p], [reused])[0].outputs[0].token_ids))
+            print("RESULT" + json.dumps({{"fresh": fresh, "reused": again}}), flush=True)
+            os._exit(0)
+    """)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    assert result["fresh"][0] != result["fresh"][1]
+    assert result["reused"] == result["fresh"]
 
 
 def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_dir):

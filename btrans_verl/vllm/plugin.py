@@ -11,7 +11,9 @@ What `register()` patches (each wrapper calls the original; requests without a l
                 InputProcessor.process_inputs   validate a request's latent args and refuse one the engine
                                                 cannot apply (`worker.request_refusal`: a stock engine, norm
                                                 kinds or a granularity it does not serve, dual batch overlap,
-                                                token latents with speculative decoding)
+                                                token latents with speculative decoding); the parse rides
+                                                on vLLM's clone of the params (`requests.latent_of`: each
+                                                process parses a request's latent once)
                 ParentRequest._get_child_sampling_params
                                                 n > 1: child i gets its own mind, seeds.child_seed(seed, i)
                 OpenAI server                   malformed latents are HTTP 400 naming the key and the rule
@@ -99,16 +101,22 @@ def _patch_front_end() -> None:
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
-    from btrans_verl.vllm.requests import child_extra_args, parse_latent_request
+    from btrans_verl.vllm.requests import child_extra_args, parse_latent_request, remember_latent
     from btrans_verl.vllm.worker import request_refusal
 
     def make_process(orig):
         def process_inputs(self, request_id, prompt, params, *args, **kwargs):
-            lat = parse_latent_request(getattr(params, "extra_args", None))  # ValueError -> request rejected
+            extra = getattr(params, "extra_args", None)
+            lat = parse_latent_request(extra)  # the caller's object: always parsed (ValueError -> rejected)
             refusal = request_refusal(getattr(self, "vllm_config", None), lat) if lat is not None else None
             if refusal is not None:  # refused here, before the engine sees it (the worker would stop the engine)
                 raise ValueError(f"btrans: this engine cannot apply the request's latent: {refusal}")
-            return orig(self, request_id, prompt, params, *args, **kwargs)
+            request = orig(self, request_id, prompt, params, *args, **kwargs)
+            # vLLM's own clone of `params` carries this parse to an in-process EngineCore and workers
+            ours = getattr(request, "sampling_params", None)
+            if ours is not None and ours is not params and ours.extra_args == extra:
+                remember_latent(ours, lat)
+            return request
 
         return process_inputs
 
@@ -131,12 +139,11 @@ def _patch_front_end() -> None:
 def _patch_engine_core() -> None:
     from vllm.v1.request import Request
 
-    from btrans_verl.vllm.requests import parse_latent_request
+    from btrans_verl.vllm.requests import latent_of
 
     def make(orig):
         def from_engine_core_request(cls, request, *args, **kwargs):
-            params = getattr(request, "sampling_params", None)  # None for pooling requests
-            lat = parse_latent_request(getattr(params, "extra_args", None)) if params is not None else None
+            lat = latent_of(getattr(request, "sampling_params", None))  # None for pooling requests
             if lat is not None:  # the KV of a prompt depends on the mind: salt the block hashes with it
                 request.cache_salt = lat.cache_salt if not request.cache_salt else \
                     f"{request.cache_salt}|{lat.cache_salt}"
@@ -257,13 +264,13 @@ def _patch_runner() -> None:
 def _patch_worker() -> None:
     from vllm.v1.worker.gpu_worker import Worker
 
-    from btrans_verl.vllm.requests import parse_latent_request
+    from btrans_verl.vllm.requests import latent_of
     from btrans_verl.vllm.worker import request_refusal
 
     def make(orig):
         def execute_model(self, scheduler_output, *args, **kwargs):
             for req in scheduler_output.scheduled_new_reqs:
-                lat = parse_latent_request(getattr(req.sampling_params, "extra_args", None))
+                lat = latent_of(req.sampling_params)
                 if lat is None:
                     continue
                 runner = self.model_runner

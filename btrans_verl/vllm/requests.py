@@ -114,6 +114,36 @@ def parse_latent_request(extra_args: Mapping[str, Any] | None) -> LatentRequest 
                                        for k, v in fields.items() if k != "seed"})
 
 
+_PARSED = "_btrans_latent"  # an attribute of a SamplingParams vLLM owns: (extra_args object, its LatentRequest)
+
+
+def remember_latent(params, lat: LatentRequest | None) -> None:
+    """Keep `lat`, parsed from `params.extra_args`, on `params` for `latent_of` in this process. Only for a
+    params object vLLM owns (the front end's clone of the caller's, one deserialised in an engine process):
+    a caller may reuse its own object with new arguments, so the caller's is always parsed afresh. Params that
+    take no attribute (or a copy, another process's) simply parse again."""
+    try:
+        setattr(params, _PARSED, (getattr(params, "extra_args", None), lat))
+    except AttributeError:
+        pass
+
+
+def latent_of(params) -> LatentRequest | None:
+    """`parse_latent_request(params.extra_args)` for a params object vLLM owns, parsed once per object and
+    process (the front end, EngineCore and workers of one process share it; a multiprocess engine parses once
+    in each process). The parse is kept with the `extra_args` object it read: params whose `extra_args` was
+    replaced (a child's own mind) is parsed again."""
+    if params is None:
+        return None
+    extra = getattr(params, "extra_args", None)
+    parsed = getattr(params, _PARSED, None)
+    if parsed is not None and parsed[0] is extra:
+        return parsed[1]
+    lat = parse_latent_request(extra)
+    remember_latent(params, lat)
+    return lat
+
+
 def _as_float(name: str, value: Any) -> Any:
     """sigma / mu as given (ints and numeric strings from JSON become floats); LatentRequest checks the rest."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):

@@ -58,7 +58,7 @@ from btrans_verl.latent import (
     shift,
     target_norms,
 )
-from btrans_verl.vllm.requests import LatentRequest, parse_latent_request
+from btrans_verl.vllm.requests import LatentRequest, latent_of
 from btrans_verl.vllm.settings import OPT_IN, EngineSettings, engine_settings
 
 logger = logging.getLogger("btrans_verl.vllm")
@@ -316,8 +316,7 @@ class LatentState:
     # ------------------------------------------------------------------------------------------ per step
     def lookup(self, req_id: str, sampling_params) -> LatentRequest | None:
         if req_id not in self.requests:
-            extra = getattr(sampling_params, "extra_args", None) if sampling_params is not None else None
-            lat = parse_latent_request(extra)
+            lat = latent_of(sampling_params)  # the worker guard's parse, in one process
             self.requests[req_id] = lat
             if lat is not None:
                 self.counters.requests_with_latent += 1
