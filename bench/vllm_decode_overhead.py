@@ -60,6 +60,21 @@ def _model_path(name: str) -> str:
     return name
 
 
+def _cpu() -> str:
+    """The machine's CPU model and widest vector extension (figures differ between the pool's machines)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    vector = next((v for v in ("avx512f", "avx2", "avx") if v in flags), "no avx")
+    return f"{model}, {os.cpu_count()} cores, {vector}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="'tiny', 'smollm2', or an HF folder")
@@ -154,6 +169,7 @@ def main() -> None:
         "minds_computed": after["minds_computed"] - before["minds_computed"],
         "engine_start_s": {k: round(v, 1) for k, v in start.items()},
         "graph_source": sources,
+        "cpu": _cpu(),
         "VLLM_USE_AOT_COMPILE": aot_env,  # None: vLLM's default (on with torch >= 2.10)
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
