@@ -378,9 +378,11 @@ def test_an_engine_not_opted_in_is_stock_vllm_and_refuses_latents(llm, model_dir
 def test_a_caller_reusing_its_params_with_a_new_seed_gets_the_new_mind(model_dir):
     """Each process parses a request's latent once (`latent_of`), on vLLM's own clone of the caller's params: with
     an in-process engine core that clone reaches the workers. The caller's object is parsed afresh every call, so a
-    caller that edits its SamplingParams in place between calls gets the edited mind."""
+    caller that edits its SamplingParams in place between calls gets the edited mind, and other entries of
+    extra_args (here an array) ride along untouched."""
     code = textwrap.dedent(f"""
         import json, os
+        import numpy as np
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
         if __name__ == "__main__":
@@ -395,7 +397,10 @@ def test_a_caller_reusing_its_params_with_a_new_seed_gets_the_new_mind(model_dir
             for seed in (21, 22):
                 reused.extra_args["btrans"]["seed"] = seed
                 again.append(list(llm.generate([p], [reused])[0].outputs[0].token_ids))
-            print("RESULT" + json.dumps({{"fresh": fresh, "reused": again}}), flush=True)
+            other = sp(22)  # arguments of other consumers beside the latent (an array has no plain ==)
+            other.extra_args["user_array"] = np.arange(3)
+            beside = list(llm.generate([p], [other])[0].outputs[0].token_ids)
+            print("RESULT" + json.dumps({{"fresh": fresh, "reused": again, "beside": beside}}), flush=True)
             os._exit(0)
     """)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
@@ -405,6 +410,7 @@ def test_a_caller_reusing_its_params_with_a_new_seed_gets_the_new_mind(model_dir
     result = json.loads(lines[-1][len("RESULT"):])
     assert result["fresh"][0] != result["fresh"][1]
     assert result["reused"] == result["fresh"]
+    assert result["beside"] == result["fresh"][1]
 
 
 def test_chunked_prefill_and_preemption_keep_each_request_its_mind(llm, model_dir):

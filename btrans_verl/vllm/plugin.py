@@ -101,7 +101,7 @@ def _patch_front_end() -> None:
     from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.engine.parallel_sampling import ParentRequest
 
-    from btrans_verl.vllm.requests import child_extra_args, parse_latent_request, remember_latent
+    from btrans_verl.vllm.requests import child_extra_args, latent_entries, parse_latent_request, remember_latent
     from btrans_verl.vllm.worker import request_refusal
 
     def make_process(orig):
@@ -114,7 +114,7 @@ def _patch_front_end() -> None:
             request = orig(self, request_id, prompt, params, *args, **kwargs)
             # vLLM's own clone of `params` carries this parse to an in-process EngineCore and workers
             ours = getattr(request, "sampling_params", None)
-            if ours is not None and ours is not params and ours.extra_args == extra:
+            if ours is not None and ours is not params and latent_entries(ours.extra_args) == latent_entries(extra):
                 remember_latent(ours, lat)
             return request
 

@@ -128,6 +128,11 @@ def remember_latent(params, lat: LatentRequest | None) -> None:
         pass
 
 
+def latent_entries(extra_args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `extra_args` entries that name a latent (nested `btrans` and flat `btrans_*`): all a parse reads."""
+    return {k: v for k, v in (extra_args or {}).items() if k == NESTED_KEY or k.startswith(FLAT_PREFIX)}
+
+
 def latent_of(params) -> LatentRequest | None:
     """`parse_latent_request(params.extra_args)` for a params object vLLM owns, parsed once per object and
     process (the front end, EngineCore and workers of one process share it; a multiprocess engine parses once
