@@ -128,9 +128,14 @@ def remember_latent(params, lat: LatentRequest | None) -> None:
         pass
 
 
+def _names_latent(key: str) -> bool:
+    """Whether an `extra_args` key is a latent's (nested `btrans` or flat `btrans_*`): all a parse reads."""
+    return key == NESTED_KEY or key.startswith(FLAT_PREFIX)
+
+
 def latent_entries(extra_args: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The `extra_args` entries that name a latent (nested `btrans` and flat `btrans_*`): all a parse reads."""
-    return {k: v for k, v in (extra_args or {}).items() if k == NESTED_KEY or k.startswith(FLAT_PREFIX)}
+    """The `extra_args` entries that name a latent."""
+    return {k: v for k, v in (extra_args or {}).items() if _names_latent(k)}
 
 
 def latent_of(params) -> LatentRequest | None:
@@ -168,5 +173,5 @@ def child_extra_args(extra_args: Mapping[str, Any] | None, index: int) -> dict[s
         return None
     child = asdict(replace(lat, seed=child_seed(lat.seed, index)))
     child["targets"] = list(child["targets"])
-    rest = {k: v for k, v in extra_args.items() if k != NESTED_KEY and not k.startswith(FLAT_PREFIX)}
+    rest = {k: v for k, v in extra_args.items() if not _names_latent(k)}
     return {**rest, NESTED_KEY: child}
