@@ -138,12 +138,13 @@ def main() -> None:
 
     run("stock", 0), run("btrans", 0)  # warm-up
     before = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
-    ratios, stock_tps = [], []
+    ratios, per_round = [], {"stock": [], "btrans": []}  # per_round: each engine's throughput, round by round
     for r in range(1, args.rounds + 1):
         order = ("stock", "btrans") if r % 2 else ("btrans", "stock")
         tps = {which: run(which, r) for which in order}
         ratios.append(tps["btrans"] / tps["stock"])
-        stock_tps.append(tps["stock"])
+        for which, x in tps.items():
+            per_round[which].append(x)
     after = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
     stock_counters = sum_worker_counters(engines["stock"].collective_rpc("btrans_counters"))
     sent = 0 if args.aa else args.rounds * batch * repeats
@@ -159,10 +160,11 @@ def main() -> None:
         "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "rounds": args.rounds, "repeats": repeats,
         "sigma": args.sigma, "aa": args.aa, "built_first": "btrans" if args.btrans_first else "stock",
         ("stock_prompt_tokens_per_s_median" if prefill else "stock_tokens_per_s_median"):
-            round(statistics.median(stock_tps), 1),
+            round(statistics.median(per_round["stock"]), 1),
         "btrans_over_stock_median": round(statistics.median(ratios), 4),
         "btrans_over_stock_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
         "ratios": [round(x, 4) for x in ratios],
+        "per_round": {k: [round(x, 1) for x in v] for k, v in per_round.items()},  # drift within the run
         "kv_cache_blocks": blocks,
         "slot_table_bytes": after["slot_table_bytes"],
         "norms_patched": after["norms_patched"],

@@ -492,10 +492,10 @@ def test_a_latent_on_a_model_without_wrappable_norms_fails_loudly(tmp_path):
     cfg = transformers.GPT2Config(n_layer=1, n_embd=128, n_head=2, vocab_size=256, n_positions=256,
                                   bos_token_id=1, eos_token_id=2)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
-    plain = _run_engine(str(tmp_path), {}, dict(max_model_len=128), [(PROMPT, (4, None))])
-    assert "tokens" in plain, plain  # requests without a latent still run
-    res = _run_engine(str(tmp_path), {}, dict(max_model_len=128), [(PROMPT, (4, latent_args(1, 0.5)))])
-    assert "error" in res and "no norm of this model was wrapped" in res["log"], res
+    # one engine: a request without a latent runs, then one with a latent (the probe) is refused
+    res = _run_engine(str(tmp_path), {}, dict(max_model_len=128), [(PROMPT, (4, None))], probe=latent_args(1, 0.5))
+    assert "error" not in res and len(res["tokens"][0]) == 4, res
+    assert res["probe"] != "accepted" and "no norm of this model was wrapped" in res["log"], res["probe"]
 
 
 def test_a_request_targeting_norms_the_engine_did_not_wrap_is_refused(model_dir):
