@@ -27,6 +27,10 @@ figure is the median over rounds of B-Trans / stock throughput in the same round
 printed: the KV-cache blocks each engine got (what the slot table takes from the cache; on CPU the cache is a fixed
 VLLM_CPU_KVCACHE_SPACE, so equal by construction), the slot table's bytes and the counters proving every B-Trans
 request carried its mind.
+`step_ms_median` (in-process engines) is each engine's median time per step inside its model runner: `prepare`
+(where B-Trans writes the step's slot indices), `forward` (the model, with the latent's gathers and adds) and
+`execute` (the worker's whole step), over the rounds' steps. Two engines of one process can drift apart by a few
+per cent over a whole run (see `--aa`); these medians show what the latent itself adds to a step.
 
 GPU (vllm 0.24, cluster users): the same script runs there unchanged, e.g.
     python bench/vllm_decode_overhead.py --model /path/to/Qwen2.5-7B --dtype bfloat16 --batch 256 \\
@@ -73,6 +77,35 @@ def _cpu() -> str:
     flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
     vector = next((v for v in ("avx512f", "avx2", "avx") if v in flags), "no avx")
     return f"{model}, {os.cpu_count()} cores, {vector}"
+
+
+STEP_PARTS = {"prepare": "_prepare_inputs", "forward": "_model_forward", "execute": "execute_model"}
+
+
+def _step_timers(llm) -> dict[str, list[float]] | None:
+    """Time every step inside the engine's model runner: `prepare` (`_prepare_inputs`, where B-Trans writes the
+    step's slot indices), `forward` (`_model_forward`: the model, with the latent's gathers and adds) and `execute`
+    (`execute_model`: the worker's whole step). Seconds per call; None when the runner lives in another process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
+    try:
+        runner = llm.llm_engine.model_executor.driver_worker.worker.model_runner
+    except AttributeError:
+        return None
+    times: dict[str, list[float]] = {part: [] for part in STEP_PARTS}
+
+    def timed(fn, into):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                into.append(time.perf_counter() - t0)
+
+        return call
+
+    for part, name in STEP_PARTS.items():
+        setattr(runner, name, timed(getattr(runner, name), times[part]))  # this engine's runner only
+    return times
 
 
 def main() -> None:
@@ -136,7 +169,11 @@ def main() -> None:
             done += prompt_len * len(outs) if prefill else sum(len(o.outputs[0].token_ids) for o in outs)
         return done / dt
 
+    timers = {which: _step_timers(e) for which, e in engines.items()}
     run("stock", 0), run("btrans", 0)  # warm-up
+    for t in timers.values():
+        for calls in (t or {}).values():
+            calls.clear()
     before = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
     ratios, per_round = [], {"stock": [], "btrans": []}  # per_round: each engine's throughput, round by round
     for r in range(1, args.rounds + 1):
@@ -145,6 +182,8 @@ def main() -> None:
         ratios.append(tps["btrans"] / tps["stock"])
         for which, x in tps.items():
             per_round[which].append(x)
+    step_ms = {k: {part: round(1e3 * statistics.median(calls), 3) for part, calls in t.items()}
+               for k, t in timers.items() if t and all(t.values())} or None  # the rounds' steps only
     after = sum_worker_counters(engines["btrans"].collective_rpc("btrans_counters"))
     stock_counters = sum_worker_counters(engines["stock"].collective_rpc("btrans_counters"))
     sent = 0 if args.aa else args.rounds * batch * repeats
@@ -165,6 +204,9 @@ def main() -> None:
         "btrans_over_stock_min_max": [round(min(ratios), 4), round(max(ratios), 4)],
         "ratios": [round(x, 4) for x in ratios],
         "per_round": {k: [round(x, 1) for x in v] for k, v in per_round.items()},  # drift within the run
+        # inside each engine, median ms per step (in-process engines): what the latent adds to a step, free of
+        # the whole-run drift between two engines
+        "step_ms_median": step_ms,
         "kv_cache_blocks": blocks,
         "slot_table_bytes": after["slot_table_bytes"],
         "norms_patched": after["norms_patched"],
