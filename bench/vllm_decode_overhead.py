@@ -27,10 +27,9 @@ figure is the median over rounds of B-Trans / stock throughput in the same round
 printed: the KV-cache blocks each engine got (what the slot table takes from the cache; on CPU the cache is a fixed
 VLLM_CPU_KVCACHE_SPACE, so equal by construction), the slot table's bytes and the counters proving every B-Trans
 request carried its mind.
-`step_ms_median` (in-process engines) is each engine's median time per step inside its model runner: `prepare`
-(where B-Trans writes the step's slot indices), `forward` (the model, with the latent's gathers and adds) and
-`execute` (the worker's whole step), over the rounds' steps. Two engines of one process can drift apart by a few
-per cent over a whole run (see `--aa`); these medians show what the latent itself adds to a step.
+`step_ms_median` (in-process engines): each engine's median ms per step inside its model runner over the rounds'
+steps, in the parts `_step_timers` names. Two engines of one process can drift apart by a few per cent over a
+whole run (see `--aa`); these medians show what the latent itself adds to a step.
 
 GPU (vllm 0.24, cluster users): the same script runs there unchanged, e.g.
     python bench/vllm_decode_overhead.py --model /path/to/Qwen2.5-7B --dtype bfloat16 --batch 256 \\
@@ -84,9 +83,9 @@ STEP_PARTS = {"prepare": "_prepare_inputs", "forward": "_model_forward", "execut
 
 def _step_timers(llm) -> dict[str, list[float]] | None:
     """Time every step inside the engine's model runner: `prepare` (`_prepare_inputs`, where B-Trans writes the
-    step's slot indices), `forward` (`_model_forward`: the model, with the latent's gathers and adds) and `execute`
-    (`execute_model`: the worker's whole step). Seconds per call; None when the runner lives in another process
-    (VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
+    step's slot indices and a new request's mind), `forward` (`_model_forward`: the model, with the latent's
+    gathers and adds) and `execute` (`execute_model`: the worker's whole step). Seconds per call; None when the
+    runner lives in another process (VLLM_ENABLE_V1_MULTIPROCESSING=1)."""
     try:
         runner = llm.llm_engine.model_executor.driver_worker.worker.model_runner
     except AttributeError:
