@@ -188,3 +188,48 @@ def test_a_token_wise_step_between_two_equal_batches_makes_the_second_write_its_
     state.fill(["a"], seq, np.array([2]), np.array([2]))  # the first batch again: its rows written anew
     assert state.slot_idx[:2].tolist() == [state.slot_of["a"]] * 2 and not state.keys.any()
     _assert_eager_adds_what_the_graph_adds(state, 2)
+
+
+def test_a_decode_steps_gathered_block_is_kept_while_its_rows_stand_and_gathered_anew_after_any_write():
+    # a decode-sized step (tokens <= slots) gathers every norm's rows at once; the block serves its other norms
+    # and the steady-state steps after it, and any write to a row or a slot index makes the next add gather again
+    from btrans_verl.vllm.canary import canary_mind
+
+    state = _state()
+    g = state.groups[0]
+    reqs = [_req(7), _req(8), _req(9, sigma_scale="weight_rms")]
+    state.modules = {name: SimpleNamespace(weight=torch.full((HIDDEN,), 2.0)) for name in g.names}
+    state.fill(["a", "b", "c"], reqs, np.array([1, 1, 1]), np.array([4, 4, 4]))
+    _assert_eager_adds_what_the_graph_adds(state, 3)
+    key = g.block_key
+    assert key is not None and g.block_rows[0].shape == (3, HIDDEN)
+    state.fill(["a", "b", "c"], reqs, np.array([1, 1, 1]), np.array([5, 5, 5]))  # steady state: no write
+    _assert_eager_adds_what_the_graph_adds(state, 3)
+    assert g.block_key == key  # not gathered again
+
+    g.block.zero_()  # a stale block would now add zeros: every writer below must make the add gather anew
+    for write, b in (
+        (state.restore, reqs[1]),  # a wake-up: every slot forgotten, rows written again at the next fill
+        (state.weights_changed, reqs[1]),  # c's relative mind loses its slot and is computed again
+        (lambda: state.forget(["b"]), _req(10)),  # b finished; a new mind takes its slot under the same id
+        (lambda: (state.hold_canary(canary_mind(["final_norm"])), state.release_canary()), _req(10)),
+    ):
+        write()
+        reqs[1] = b
+        state.fill(["a", "b", "c"], reqs, np.array([1, 1, 1]), np.array([6, 6, 6]))
+        _assert_eager_adds_what_the_graph_adds(state, 3)
+        assert g.block_key != key  # gathered again
+        key = g.block_key
+        g.block.zero_()
+
+    # the same minds in another order: no row computed, only slot indices written
+    state.fill(["c", "b", "a"], reqs[::-1], np.array([1, 1, 1]), np.array([7, 7, 7]))
+    _assert_eager_adds_what_the_graph_adds(state, 3)
+    assert g.block_key != key
+    key = g.block_key
+    g.block.zero_()
+
+    # a step of more tokens than slots (a prefill) gathers norm by norm; the block is not touched
+    state.fill(["a", "b", "c"], reqs, np.array([4, 2, 3]), np.array([8, 8, 8]))
+    _assert_eager_adds_what_the_graph_adds(state, 9)
+    assert g.block_key == key and not g.block.any()

@@ -25,7 +25,9 @@ How a latent reaches a token (V1 model runner, CPU and GPU; V2 feeds the same st
                       the same ops for every batch, no Python branching on request content, graph-safe
                       (token-wise engines add the contract's hash latent on top: keys, mu, sigma rows).
                       Eager forwards skip the gather when every token of the step reads one slot
-                      (`one_slot`): none for a step without latents, a broadcast row for a lone prefill.
+                      (`one_slot`): none for a step without latents, a broadcast row for a lone prefill; a
+                      decode-sized step gathers every norm's rows in one op, kept until a row is written (a
+                      decode step in steady state only adds).
     relative sigma    (`sigma_scale="weight_rms"`) a norm's sigma is sigma * rms(its weight): the scales are read
                       from the weights on the host, exactly (`btrans_verl.latent.norm_scale`), when a request first
                       needs them, and read again after `model.load_weights` (verl's weight sync) or a wake-up.
@@ -127,8 +129,14 @@ class MindGroup:
         self.names: list[str] = []  # [norms] the wrapped modules' names (their weights set relative sigmas)
         self.minds = torch.zeros(len(norm_indices), slots, hidden, dtype=dtype, device=device)  # [norms, slots, h]
         self.per_norm = self.minds.unbind(0)  # views: norm j's table [slots, hidden]
-        self.scratch: torch.Tensor | None = None  # eager forwards: [max_tokens, hidden], the gathered rows
+        self.scratch: torch.Tensor | None = None  # eager forwards: [max_tokens, hidden], one norm's gathered rows
         self.views: tuple | None = None  # eager forwards: (n, slot_idx[:n], scratch[:n]) of the last step's n
+        # eager forwards of a decode-sized step (tokens <= slots): every norm's rows gathered at once into
+        # `block` (flat, the table's size), viewed [norms, tokens, hidden]; kept while `block_key` (the state's
+        # rows version, tokens) stands, so a decode step in steady state adds without gathering
+        self.block: torch.Tensor | None = None
+        self.block_key: tuple | None = None
+        self.block_rows: tuple = ()  # per norm: [tokens, hidden] views of block
         self.host: tuple | None = None  # CPU engines: numpy views for `LatentState.write_minds`
 
 
@@ -182,17 +190,26 @@ class LatentState:
         # a step with the same batch (a decode step in steady state) has nothing to write (see `fill`)
         self._last_batch: tuple | None = None
         self._canary_held = False  # the canary owns slot_idx (hold_canary .. release_canary)
+        self._rows_version = 0  # bumped by every write to slot_idx or to a mind's row (`_rows_written`)
+
+    def _rows_written(self) -> None:
+        """Run by every writer of slot_idx or of the minds' rows: the eager forwards' gathered blocks are stale."""
+        self._rows_version += 1
+
+    def _may_branch(self) -> bool:
+        """Whether an eager forward may take a branch that depends on this step's rows: only on CPU and CUDA
+        devices (where that is known) and never while a CUDA graph is being captured (the graph would keep this
+        step's branch: vLLM captures eager forwards in FULL cudagraph mode without compilation)."""
+        if not self._shortcut:
+            return False
+        return self.on_host or not torch.cuda.is_current_stream_capturing()
 
     def one_slot(self, num_tokens: int) -> int | None:
         """The slot every one of the first num_tokens rows reads, when they all read one (a step without
         latents: 0; a lone request's prefill: its slot); None when they differ. Kept by every writer of
-        slot_idx; lets eager forwards skip the gather. Never while a CUDA graph is being captured (the graph
-        would keep this step's branch: vLLM captures eager forwards in FULL cudagraph mode without compilation)
-        and only on CPU and CUDA devices (where that is known)."""
+        slot_idx; lets eager forwards skip the gather (where `_may_branch`)."""
         one = self._one_slot
-        if one is None or num_tokens > one[1] or not self._shortcut:
-            return None
-        if not self.on_host and torch.cuda.is_current_stream_capturing():
+        if one is None or num_tokens > one[1] or not self._may_branch():
             return None
         return one[0]
 
@@ -223,6 +240,7 @@ class LatentState:
         self._filled = 0
         self._one_slot = (0, self.slot_idx.shape[0])
         self._last_batch = None
+        self._rows_written()
 
     # ------------------------------------------------------------------------------------------ relative sigma
     def weights_changed(self) -> None:
@@ -287,6 +305,7 @@ class LatentState:
                     minds[:, slots[a:a + step]] = z.transpose(1, 0, 2)  # [N, r, h]
                 else:
                     minds[:, slots[a:a + step]] = torch.as_tensor(z).to(self.device).transpose(0, 1).to(g.dtype)
+        self._rows_written()
         self.counters.minds_computed += len(lats)
 
     def _contract_arrays(self, g: MindGroup) -> tuple:
@@ -355,6 +374,7 @@ class LatentState:
             self._count_shifted(last[2])
             return
         self._last_batch = None
+        self._rows_written()
         lats = [self.lookup(r, sp) for r, sp in zip(req_ids, sampling_params)]
         total = int(num_scheduled.sum())
         active = [i for i, lat in enumerate(lats) if lat is not None]
@@ -432,6 +452,7 @@ class LatentState:
         self._filled = 0
         self._one_slot = (0, self.slot_idx.shape[0]) if lat is None else None
         self._canary_held = True
+        self._rows_written()
         if lat is not None:
             self.write_minds([self.canary_slot], [lat])
             self.counters.minds_computed -= 1  # not a request's
@@ -444,6 +465,7 @@ class LatentState:
         self._canary_held = False
         for g in self.groups:
             g.minds[:, self.canary_slot].zero_()
+        self._rows_written()
 
     # ------------------------------------------------------------------------------------------ forward
     def rows(self, group: int, j: int, num_tokens: int) -> torch.Tensor:
@@ -454,20 +476,31 @@ class LatentState:
         """Eager forwards: add the rows into `normed` in place, gathering them into a fixed scratch buffer (no
         allocation per norm and step: on CPU, fresh [tokens, hidden] tensors cost page faults). The same values
         as `shift(normed, rows(...))`. When every row reads one slot (`one_slot`), no gather: slot 0 adds
-        nothing, another slot adds its row to every token (a broadcast, the same sums)."""
+        nothing, another slot adds its row to every token (a broadcast, the same sums). A decode-sized step
+        (tokens <= slots) gathers every norm's rows at its group's first norm, into the group's block, and its
+        other norms, and the steps after it while no row is written (decode in steady state), only add."""
         n = normed.shape[0]
+        g = self.groups[group]
+        if g.scratch is None:  # the first eager forward (vLLM's profiling run), where profiling counts them
+            g.scratch = torch.empty(self.slot_idx.shape[0], g.hidden, dtype=g.dtype, device=self.device)
+            g.block = torch.empty(g.minds.numel(), dtype=g.dtype, device=self.device)
         one = self.one_slot(n)
         if one == 0:
             return normed
-        g = self.groups[group]
         if one is not None:
             return normed.add_(g.per_norm[j][one])  # [hidden] over [tokens, hidden] or [tokens, heads, head_dim]
-        views = g.views
-        if views is None or views[0] != n:  # every norm of a step, and every step of a decode, has the same n
-            if g.scratch is None:
-                g.scratch = torch.empty(self.slot_idx.shape[0], g.hidden, dtype=g.dtype, device=self.device)
-            views = g.views = (n, self.slot_idx[:n], g.scratch[:n])
-        rows = torch.index_select(g.per_norm[j], 0, views[1], out=views[2])  # [tokens, hidden]
+        norms, slots, hidden = g.minds.shape
+        if n <= slots and self._may_branch():
+            if g.block_key != (self._rows_version, n):
+                block = g.block[: norms * n * hidden].view(norms, n, hidden)  # [norms, tokens, hidden]
+                torch.index_select(g.minds, 1, self.slot_idx[:n], out=block)
+                g.block_rows, g.block_key = block.unbind(0), (self._rows_version, n)
+            rows = g.block_rows[j]  # [tokens, hidden]
+        else:
+            views = g.views
+            if views is None or views[0] != n:  # every norm of a step, and every step of a decode, has the same n
+                views = g.views = (n, self.slot_idx[:n], g.scratch[:n])
+            rows = torch.index_select(g.per_norm[j], 0, views[1], out=views[2])  # [tokens, hidden]
         return normed.add_(rows.unsqueeze(1) if normed.dim() == 3 else rows)
 
     def token_latent(self, num_tokens: int, norm_idx: int, kind: int, hidden: int, position: int) -> torch.Tensor:
